@@ -1,0 +1,129 @@
+"""Losses as plain functions.
+
+Every waveform loss takes ``(estimate, reference)`` of shape ``(..., T)`` (leading
+dimensions broadcast) and returns ``(...)``: one value per signal, in dB, lower is better.
+The ``*_from_stats`` twins compute the same value from signal energies and inner
+products; :mod:`wildmix.mixit` uses them to score every candidate mixing matrix from Gram
+matrices without building remixed waveforms.
+
+All functions stay finite, with finite gradients, when the reference, the estimate or both
+are all zeros: each energy that enters a logarithm or a division carries ``eps``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-8
+
+
+def _db(x: torch.Tensor) -> torch.Tensor:
+    return 10.0 * torch.log10(x)
+
+
+def neg_snr_from_stats(
+    ref_energy: torch.Tensor,
+    err_energy: torch.Tensor,
+    snr_max: float | None = 30.0,
+    eps: float = EPS,
+) -> torch.Tensor:
+    """Negative soft-thresholded SNR from ``|y|^2`` and ``|y - yhat|^2`` (any equal shapes).
+
+    ``10 log10(|y - yhat|^2 + tau |y|^2) - 10 log10(|y|^2)`` with ``tau = 10^(-snr_max/10)``
+    (Wisdom et al. 2020, eq. 4). ``snr_max=None`` gives the plain negative SNR.
+    """
+    tau = 0.0 if snr_max is None else 10.0 ** (-snr_max / 10.0)
+    return _db(err_energy + tau * ref_energy + eps) - _db(ref_energy + eps)
+
+
+def neg_snr(
+    estimate: torch.Tensor,
+    reference: torch.Tensor,
+    snr_max: float | None = 30.0,
+    eps: float = EPS,
+) -> torch.Tensor:
+    """Negative SNR soft-thresholded at ``snr_max`` dB, the MixIT paper's loss.
+
+    Args:
+        estimate: ``(..., T)``.
+        reference: ``(..., T)``.
+    Returns:
+        ``(...)`` in dB; its minimum is ``-snr_max`` (reached when ``estimate == reference``).
+    """
+    _check_same_shape(estimate, reference)
+    ref_energy = reference.pow(2).sum(-1)
+    err_energy = (reference - estimate).pow(2).sum(-1)
+    return neg_snr_from_stats(ref_energy, err_energy, snr_max=snr_max, eps=eps)
+
+
+def neg_sisnr_from_stats(
+    ref_energy: torch.Tensor,
+    est_energy: torch.Tensor,
+    cross: torch.Tensor,
+    eps: float = EPS,
+) -> torch.Tensor:
+    """Negative SI-SNR from zero-mean statistics ``|y|^2``, ``|yhat|^2`` and ``<yhat, y>``.
+
+    With ``a = <yhat, y> / |y|^2``: ``|s_target|^2 = a^2 |y|^2`` and
+    ``|e|^2 = |yhat|^2 - 2 a <yhat, y> + a^2 |y|^2``.
+    """
+    scale = cross / (ref_energy + eps)
+    target_energy = scale.pow(2) * ref_energy
+    noise_energy = (est_energy - 2.0 * scale * cross + target_energy).clamp_min(0.0)
+    return _db(noise_energy + eps) - _db(target_energy + eps)
+
+
+def neg_sisnr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Negative scale-invariant SNR (Le Roux et al. 2019).
+
+    Both signals are made zero-mean; ``s_target = <yhat, y> y / |y|^2``,
+    ``e = yhat - s_target``, SI-SNR ``= 10 log10(|s_target|^2 / |e|^2)``.
+
+    Args:
+        estimate: ``(..., T)``.
+        reference: ``(..., T)``.
+    Returns:
+        ``(...)`` in dB.
+    """
+    _check_same_shape(estimate, reference)
+    estimate = estimate - estimate.mean(-1, keepdim=True)
+    reference = reference - reference.mean(-1, keepdim=True)
+    scale = (estimate * reference).sum(-1, keepdim=True) / (
+        reference.pow(2).sum(-1, keepdim=True) + eps
+    )
+    target = scale * reference
+    noise = estimate - target
+    return _db(noise.pow(2).sum(-1) + eps) - _db(target.pow(2).sum(-1) + eps)
+
+
+def sisnr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """SI-SNR in dB, ``(..., T) -> (...)``; higher is better."""
+    return -neg_sisnr(estimate, reference, eps=eps)
+
+
+def sparsity(estimates: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """L1/L2 ratio of the outputs' RMS, a penalty on over-separation.
+
+    It is 1 when one output carries all the energy and ``sqrt(M)`` when all M outputs are
+    equally loud (Wisdom et al. 2021, "Sparse, efficient and semantic MixIT").
+
+    Args:
+        estimates: ``(..., M, T)``.
+    Returns:
+        ``(...)``.
+    """
+    rms = (estimates.pow(2).mean(-1) + eps).sqrt()  # (..., M)
+    return rms.sum(-1) / (rms.pow(2).sum(-1) + eps).sqrt()
+
+
+def _check_same_shape(estimate: torch.Tensor, reference: torch.Tensor) -> None:
+    """Same length T; leading dimensions must broadcast."""
+    try:
+        if estimate.shape[-1:] != reference.shape[-1:]:
+            raise RuntimeError
+        torch.broadcast_shapes(estimate.shape, reference.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"estimate and reference must have the same shape (..., T), got "
+            f"{tuple(estimate.shape)} and {tuple(reference.shape)}"
+        ) from None

@@ -1,0 +1,246 @@
+"""MixIT search against an independent brute-force oracle."""
+
+import itertools
+
+import pytest
+import torch
+
+from wildmix.losses import neg_sisnr, neg_snr
+from wildmix.mixit import constraint, enhancement_constraint, mixit, mixture_consistency
+
+
+def brute_force(mixtures, estimates, loss_fn, allowed=None):
+    """Loop over every binary mixing matrix, remix the waveforms, evaluate, take the min."""
+    n_batch, n_mix, _ = mixtures.shape
+    n_src = estimates.shape[1]
+    losses, matrices = [], []
+    for b in range(n_batch):
+        best, best_a = float("inf"), None
+        for assign in itertools.product(range(n_mix), repeat=n_src):
+            a = torch.zeros(n_mix, n_src, dtype=estimates.dtype)
+            for m, n in enumerate(assign):
+                a[n, m] = 1.0
+            if allowed is not None:
+                mask = allowed if allowed.dim() == 2 else allowed[b]
+                if (a.bool() & ~mask).any():
+                    continue
+            value = sum(
+                loss_fn(a[n] @ estimates[b], mixtures[b, n]).item() for n in range(n_mix)
+            )
+            if value < best:
+                best, best_a = value, a
+        losses.append(best)
+        matrices.append(best_a)
+    return torch.tensor(losses, dtype=torch.float64), torch.stack(matrices)
+
+
+def _problem(seed, n_batch, n_mix, n_src, length, structured=True, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    sources = torch.randn(n_batch, n_src, length, generator=g, dtype=dtype)
+    sources = sources * torch.rand(n_batch, n_src, 1, generator=g, dtype=dtype) * 3
+    if structured:
+        # mixtures are remixes of the sources plus noise: a clear, non-trivial optimum
+        truth = torch.randint(0, n_mix, (n_batch, n_src), generator=g)
+        a = torch.nn.functional.one_hot(truth, n_mix).permute(0, 2, 1).to(dtype)
+        mixtures = a @ sources + 0.3 * torch.randn(n_batch, n_mix, length, generator=g,
+                                                   dtype=dtype)
+        estimates = sources + 0.5 * torch.randn(sources.shape, generator=g, dtype=dtype)
+    else:
+        mixtures = torch.randn(n_batch, n_mix, length, generator=g, dtype=dtype)
+        estimates = sources
+    return mixtures, estimates
+
+
+LOSSES = {"snr": lambda e, r: neg_snr(e, r), "sisnr": neg_sisnr}
+
+
+@pytest.mark.parametrize("loss", ["snr", "sisnr"])
+@pytest.mark.parametrize(
+    "n_mix,n_src", [(2, 2), (2, 3), (2, 4), (2, 5), (2, 6), (2, 7), (2, 8), (3, 3), (3, 4),
+                    (3, 5), (3, 6)]
+)
+def test_exact_matches_brute_force(loss, n_mix, n_src):
+    seed = 100 * n_mix + n_src
+    for structured in (True, False):
+        n_batch = 1 + seed % 3
+        length = 50 + 37 * (seed % 5)
+        x, s = _problem(seed, n_batch, n_mix, n_src, length, structured)
+        result = mixit(x, s, loss=loss, reduction="none")
+        oracle, _ = brute_force(x.double(), s.double(), LOSSES[loss])
+        torch.testing.assert_close(result.loss.double(), oracle, rtol=1e-4, atol=1e-4)
+        assert result.mixing.shape == (n_batch, n_mix, n_src)
+        assert torch.all(result.mixing.sum(1) == 1)
+
+
+@pytest.mark.parametrize("loss", ["snr", "sisnr"])
+def test_exact_with_constraints_matches_brute_force(loss):
+    for seed, (n_mix, n_src) in enumerate([(2, 3), (2, 6), (3, 4), (3, 5)]):
+        x, s = _problem(seed, 3, n_mix, n_src, 120, structured=False)
+        allowed = constraint(n_mix, n_src, force={0: 0}, forbid=[(n_src - 1, 1)])
+        result = mixit(x, s, loss=loss, allowed=allowed, reduction="none")
+        oracle, _ = brute_force(x.double(), s.double(), LOSSES[loss], allowed)
+        torch.testing.assert_close(result.loss.double(), oracle, rtol=1e-4, atol=1e-4)
+        assert torch.all(result.mixing[:, 0, 0] == 1)
+        assert torch.all(result.mixing[:, 1, n_src - 1] == 0)
+        # per-example constraints
+        per_example = torch.ones(3, n_mix, n_src, dtype=torch.bool)
+        per_example[1, 1:, 1] = False  # example 1: output 1 forced to mixture 0
+        per_example[2, 0, 0] = False  # example 2: output 0 never in mixture 0
+        result = mixit(x, s, loss=loss, allowed=per_example, reduction="none")
+        oracle, _ = brute_force(x.double(), s.double(), LOSSES[loss], per_example)
+        torch.testing.assert_close(result.loss.double(), oracle, rtol=1e-4, atol=1e-4)
+        assert result.mixing[1, 0, 1] == 1 and result.mixing[2, 0, 0] == 0
+
+
+def test_enhancement_constraint_forces_speech_into_noisy_mixture():
+    # output 0 matches the noise-only mixture, yet must be assigned to mixture 0
+    noise = torch.randn(1, 1, 400)
+    speech = torch.randn(1, 1, 400)
+    x = torch.cat([speech + noise, noise], 1)
+    s = torch.cat([noise, speech, torch.zeros(1, 1, 400)], 1)
+    free = mixit(x, s)
+    assert free.mixing[0, 1, 0] == 1
+    forced = mixit(x, s, allowed=enhancement_constraint(3))
+    assert forced.mixing[0, 0, 0] == 1
+    assert forced.loss > free.loss
+
+
+@pytest.mark.parametrize("loss", ["snr", "sisnr"])
+@pytest.mark.parametrize("n_mix,n_src", [(2, 4), (2, 8), (3, 6), (2, 16)])
+def test_efficient_exact_on_partition(loss, n_mix, n_src):
+    g = torch.Generator().manual_seed(n_src)
+    sources = torch.randn(4, n_src, 300, generator=g)
+    truth = torch.randint(0, n_mix, (4, n_src), generator=g)
+    truth[:, :n_mix] = torch.arange(n_mix)  # every mixture non-empty
+    a = torch.nn.functional.one_hot(truth, n_mix).permute(0, 2, 1).float()
+    x = a @ sources
+    eff = mixit(x, sources, loss=loss, search="efficient", reduction="none")
+    exact = mixit(x, sources, loss=loss, search="exact", reduction="none")
+    torch.testing.assert_close(eff.mixing, a)
+    torch.testing.assert_close(exact.mixing, a)
+    torch.testing.assert_close(eff.loss, exact.loss)
+
+
+@pytest.mark.parametrize("loss", ["snr", "sisnr"])
+def test_efficient_never_below_exact(loss):
+    for seed in range(20):
+        n_mix, n_src = (2, 3 + seed % 6) if seed % 3 else (3, 4)
+        x, s = _problem(seed, 4, n_mix, n_src, 200, structured=seed % 2 == 0)
+        eff = mixit(x, s, loss=loss, search="efficient", reduction="none")
+        exact = mixit(x, s, loss=loss, search="exact", reduction="none")
+        assert torch.all(eff.loss >= exact.loss - 1e-4)
+
+
+def test_efficient_large_m_and_constraint():
+    x, s = _problem(0, 2, 2, 64, 500)
+    result = mixit(x, s, search="efficient", allowed=enhancement_constraint(64))
+    assert result.mixing.shape == (2, 2, 64)
+    assert torch.all(result.mixing[:, 0, 0] == 1)
+    assert torch.isfinite(result.loss)
+
+
+def test_gradcheck_float64():
+    x, s = _problem(3, 2, 2, 4, 30, dtype=torch.float64)
+    s.requires_grad_(True)
+    for loss in ("snr", "sisnr"):
+        for search in ("exact", "efficient"):
+            assert torch.autograd.gradcheck(
+                lambda est, loss=loss, search=search: mixit(x, est, loss=loss,
+                                                            search=search).loss, (s,)
+            )
+
+
+@pytest.mark.parametrize("loss", ["snr", "sisnr"])
+@pytest.mark.parametrize("search", ["exact", "efficient"])
+@pytest.mark.parametrize("case", ["silent_ref", "silent_out", "identical_out", "all_silent"])
+def test_no_nan(loss, search, case):
+    x = torch.randn(2, 2, 256)
+    s = torch.randn(2, 4, 256)
+    if case in ("silent_ref", "all_silent"):
+        x[:, 1] = 0
+    if case in ("silent_out", "all_silent"):
+        s[:, 1:] = 0
+    if case == "identical_out":
+        s[:] = s[:, :1]
+    if case == "all_silent":
+        x[:] = 0
+    s.requires_grad_(True)
+    result = mixit(x, s, loss=loss, search=search)
+    result.loss.backward()
+    assert torch.isfinite(result.loss)
+    assert torch.isfinite(s.grad).all()
+
+
+@pytest.mark.parametrize(
+    "x_shape,s_shape,kwargs,message",
+    [
+        ((2, 2, 100), (2, 4, 90), {}, "lengths differ"),
+        ((2, 2, 100), (3, 4, 100), {}, "batch sizes differ"),
+        ((2, 3, 100), (2, 2, 100), {}, "N=3 > M=2"),
+        ((2, 100), (2, 4, 100), {}, "3 dimensions"),
+        ((2, 2, 100), (4, 100), {}, "3 dimensions"),
+        ((2, 1, 100), (2, 4, 100), {}, "at least 2 mixtures"),
+        ((2, 2, 100), (2, 4, 100), {"search": "greedy"}, "search must be"),
+        ((2, 2, 100), (2, 4, 100), {"loss": "l1"}, "loss must be"),
+        ((2, 2, 100), (2, 4, 100), {"allowed": torch.ones(3, 4, dtype=torch.bool)},
+         "allowed must have shape"),
+        ((2, 2, 100), (2, 4, 100),
+         {"allowed": constraint(2, 4, force={1: 0}, forbid=[(1, 0)])},
+         "no valid mixing matrix: output 1"),
+        ((2, 2, 100), (2, 24, 100), {}, "use search='efficient'"),
+    ],
+)
+def test_bad_calls(x_shape, s_shape, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        mixit(torch.randn(x_shape), torch.randn(s_shape), **kwargs)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("where", ["mixtures", "estimates"])
+def test_non_finite_input(bad, where):
+    x, s = torch.randn(2, 2, 100), torch.randn(2, 4, 100)
+    (x if where == "mixtures" else s)[1, 0, 7] = bad
+    with pytest.raises(ValueError, match=f"{where} contain NaN or Inf"):
+        mixit(x, s)
+
+
+def test_constraint_bad_index():
+    with pytest.raises(ValueError, match="source index 5"):
+        constraint(2, 4, force={5: 0})
+    with pytest.raises(ValueError, match="mixture index 2"):
+        constraint(2, 4, forbid=[(0, 2)])
+
+
+@pytest.mark.parametrize("weights", ["uniform", "energy"])
+def test_mixture_consistency(weights):
+    s = torch.randn(3, 4, 200)
+    s[0] = 0  # all silent: energy weights fall back to uniform
+    x = torch.randn(3, 200)
+    out = mixture_consistency(s, x, weights=weights)
+    torch.testing.assert_close(out.sum(1), x, rtol=1e-5, atol=1e-5)
+    if weights == "uniform":
+        torch.testing.assert_close(out - s, ((x - s.sum(1)) / 4).unsqueeze(1).expand_as(s))
+    else:
+        # a silent output receives (almost) none of the residual
+        s2 = torch.randn(1, 3, 200)
+        s2[0, 2] = 0
+        out2 = mixture_consistency(s2, torch.randn(1, 200), weights="energy")
+        assert out2[0, 2].abs().max() < 1e-6
+    with pytest.raises(ValueError, match="do not match"):
+        mixture_consistency(s, x[:, :100])
+
+
+def test_cuda_if_available():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    x, s = _problem(1, 2, 2, 6, 400)
+    cpu = mixit(x, s, reduction="none")
+    gpu = mixit(x.cuda(), s.cuda(), reduction="none")
+    torch.testing.assert_close(gpu.loss.cpu(), cpu.loss, rtol=1e-4, atol=1e-4)
+
+
+def test_overflowing_input():
+    x, s = torch.randn(2, 2, 100), torch.randn(2, 4, 100)
+    s[0, 0, 3] = 1e30  # finite, but its float32 energy is not
+    with pytest.raises(ValueError, match="too large"):
+        mixit(x, s)
