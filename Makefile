@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+SIZE   ?= small
+DATA   ?= data
 
-.PHONY: install test lint bench clean
+.PHONY: install debs-tiny debs corpus test lint bench clean
 
 install: $(STAMP)
 
@@ -14,14 +16,27 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+debs-tiny: $(STAMP)
+	scripts/install-debs.sh $(PY) tiny speech
+	scripts/install-debs.sh $(PY) tiny sounds
+
+debs: $(STAMP)
+	scripts/install-debs.sh $(PY) $(SIZE) speech
+	scripts/install-debs.sh $(PY) $(SIZE) sounds
+
+# the built-in corpus: make corpus [SIZE=tiny|small|large]
+corpus: debs
+	$(PY) -m wildmix.cli corpus build $(DATA)/corpus-$(SIZE) --size $(SIZE)
+
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 
-test: lint
+test: lint debs-tiny
 	$(PY) -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) debs
 	$(PY) benchmarks/bench_mixit.py
+	$(PY) benchmarks/bench_data.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

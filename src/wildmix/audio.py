@@ -1,0 +1,171 @@
+"""Reading, resampling, down-mixing, validating and writing audio.
+
+The only module that touches audio files. Arrays are float32 numpy, mono ``(T,)`` unless
+stated. Every problem with a file is raised as :class:`AudioError` with the file's name and
+the reason in one line, so that callers can skip the file with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au")
+SILENCE_PEAK = 1e-6  # a file whose peak is below this is treated as silent
+_SFC_SET_ADD_PEAK_CHUNK = 0x1050  # from libsndfile's sndfile.h
+
+
+class AudioError(ValueError):
+    """A file that cannot be used, with the reason; ``str()`` is one line naming the file."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: str
+    sample_rate: int
+    frames: int
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def find_audio(root: str | os.PathLike) -> list[Path]:
+    """Audio files under ``root`` (a file or a folder tree), sorted, by extension."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such file or folder")
+    return sorted(p for p in root.rglob("*")
+                  if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+
+
+def info(path: str | os.PathLike) -> AudioInfo:
+    """Header of an audio file; raises :class:`AudioError` if it is unreadable or empty."""
+    try:
+        i = sf.info(str(path))
+    except Exception as e:  # libsndfile raises several types
+        raise AudioError(path, f"unreadable ({_first_line(e)})") from None
+    if i.samplerate <= 0 or i.channels <= 0:
+        raise AudioError(path, f"invalid header ({i.samplerate} Hz, {i.channels} channels)")
+    if i.frames <= 0:
+        raise AudioError(path, "empty (no samples)")
+    return AudioInfo(str(path), int(i.samplerate), int(i.frames), int(i.channels))
+
+
+def to_mono(x: np.ndarray) -> np.ndarray:
+    """``(T,)`` or ``(T, C)`` to ``(T,)`` by averaging channels."""
+    return x if x.ndim == 1 else x.mean(axis=1)
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Band-limited resampling (libsoxr, high quality); ``(T,)`` float32."""
+    if sr_in == sr_out:
+        return x.astype(np.float32, copy=False)
+    import soxr
+
+    return soxr.resample(x.astype(np.float32, copy=False), sr_in, sr_out, quality="HQ")
+
+
+def content_problem(x: np.ndarray) -> str | None:
+    """The reason a block of samples is unusable, or None."""
+    if not np.isfinite(x).all():
+        return "contains NaN or Inf"
+    if x.size == 0 or np.abs(x).max() < SILENCE_PEAK:
+        return "silent (all zeros)"
+    return None
+
+
+def read(
+    path: str | os.PathLike,
+    sample_rate: int | None = None,
+    start: int = 0,
+    frames: int = -1,
+    check: bool = True,
+) -> np.ndarray:
+    """Read a file (or ``frames`` frames from ``start``, in the file's own rate) as mono.
+
+    Args:
+        sample_rate: resample to this rate; None keeps the file's.
+        check: raise :class:`AudioError` on NaN/Inf or all-zero content.
+    Returns:
+        ``(T,)`` float32.
+    """
+    try:
+        x, sr = sf.read(str(path), start=start, frames=frames, dtype="float32",
+                        always_2d=True)
+    except Exception as e:
+        raise AudioError(path, f"unreadable ({_first_line(e)})") from None
+    x = to_mono(x)
+    if check:
+        problem = content_problem(x)
+        if problem:
+            raise AudioError(path, problem)
+    return resample(x, sr, sample_rate) if sample_rate else x
+
+
+def scan(path: str | os.PathLike, block_seconds: float = 30.0) -> tuple[AudioInfo, float]:
+    """Check a whole file in blocks (bounded memory): header, NaN/Inf, silence.
+
+    Returns:
+        ``(info, peak)``. Raises :class:`AudioError` naming the problem.
+    """
+    i = info(path)
+    peak = 0.0
+    try:
+        blocksize = max(1024, int(block_seconds * i.sample_rate))
+        for block in sf.blocks(str(path), blocksize=blocksize, dtype="float32", always_2d=True):
+            if not np.isfinite(block).all():
+                raise AudioError(path, "contains NaN or Inf")
+            if block.size:
+                peak = max(peak, float(np.abs(block).max()))
+    except AudioError:
+        raise
+    except Exception as e:
+        raise AudioError(path, f"unreadable ({_first_line(e)})") from None
+    if peak < SILENCE_PEAK:
+        raise AudioError(path, "silent (all zeros)")
+    return i, peak
+
+
+def write(path: str | os.PathLike, x: np.ndarray, sample_rate: int,
+          subtype: str = "FLOAT") -> None:
+    """Write ``(T,)`` or ``(T, C)`` atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        channels = 1 if x.ndim == 1 else x.shape[1]
+        with sf.SoundFile(tmp, "w", sample_rate, channels, subtype=subtype,
+                          format=_format(path)) as f:
+            # libsndfile stamps float WAVs with a PEAK chunk holding the time of writing;
+            # without it the same audio gives the same bytes
+            sf._snd.sf_command(f._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
+            f.write(x)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _format(path: Path) -> str:
+    ext = path.suffix.lower().lstrip(".")
+    return {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}.get(ext, "WAV")
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

@@ -1,0 +1,632 @@
+"""The built-in corpus: real and synthetic speech in real and generated noise, built offline.
+
+Speech comes from TTS voices (flite, festival, espeak-ng) reading sentences made by a small
+grammar kept in this file, and from real Czech game dialogue (fillets-ng-data-cs). Noise
+comes from recorded sound packages (qabcs-data, bucklespring-data, sonic-pi-samples,
+wesnoth) and from generators (white, pink and brown noise, mains hum, babble). Speakers and
+noise files are disjoint between train, valid and test. Everything is drawn from
+``numpy.random.default_rng([seed, ...])`` per item, so a build is byte-identical for the
+same seed and size whatever the number of worker processes.
+
+Layout (``kind="speech"``)::
+
+    DIR/manifest.jsonl
+    DIR/train/noisy/*.wav   noisy speech: the unlabeled data a user would have
+    DIR/train/noise/*.wav   separate noise-only clips
+    DIR/train/clean/*.wav   the clean speech of train/noisy, for a supervised reference only
+    DIR/{valid,test}/{noisy,clean,noise}/*.wav   paired: noisy = clean + noise (float WAV)
+
+Layout (``kind="sounds"``, FUSS-style universal sound separation)::
+
+    DIR/{train,valid,test}/mixture/NAME.wav      1 to 4 overlapping sources
+    DIR/{train,valid,test}/sources/NAME/sK.wav   each source as its own reference
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from wildmix import audio
+
+SPLITS = ("train", "valid", "test")
+
+
+class CorpusError(RuntimeError):
+    """A corpus cannot be built here (missing packages, bad arguments)."""
+
+
+# --- sources ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    licence: str
+    probe: str  # a path that exists when the package is installed
+
+
+PACKAGES = {
+    p.name: p
+    for p in [
+        Package("flite", "BSD-style (CMU Flite); /usr/share/doc/flite/copyright", "/usr/bin/flite"),
+        Package("festival", "BSD-style (CSTR); /usr/share/doc/festival/copyright",
+                "/usr/bin/festival"),
+        Package("festvox-us-slt-hts", "BSD-3-clause / EST-2003",
+                "/usr/share/festival/voices/us/cmu_us_slt_arctic_hts"),
+        Package("festvox-kallpc16k", "BSD-style (CMU)",
+                "/usr/share/festival/voices/english/kal_diphone"),
+        Package("festvox-kdlpc16k", "BSD-style (CMU)",
+                "/usr/share/festival/voices/english/ked_diphone"),
+        Package("espeak-ng", "GPL-3+", "/usr/bin/espeak-ng"),
+        Package("fillets-ng-data-cs", "GPL-2+", "/usr/share/games/fillets-ng/sound"),
+        Package("qabcs-data", "GPL-3+ / CC0-1.0 / public domain",
+                "/usr/share/qabcs/abcs/all/noises"),
+        Package("bucklespring-data", "GPL-2+", "/usr/share/buckle/wav"),
+        Package("sonic-pi-samples", "CC0 / CC-BY-SA-4.0 / MIT", "/usr/share/sonic-pi/samples"),
+        Package("wesnoth-1.16-data", "GPL-2+",
+                "/usr/share/games/wesnoth/1.16/data/core/sounds"),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class Voice:
+    engine: str  # flite | festival | espeak | czech
+    voice: str  # engine's voice name (czech: character code)
+    speaker: str  # the person behind it: one speaker never spans two splits
+    split: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.engine}:{self.voice}"
+
+
+# The same CMU ARCTIC speakers appear under flite and festival, so splits go by speaker.
+VOICES = [
+    Voice("flite", "slt", "slt", "train"),
+    Voice("flite", "rms", "rms", "train"),
+    Voice("flite", "awb", "awb", "valid"),
+    Voice("flite", "kal16", "kal", "test"),
+    Voice("festival", "voice_cmu_us_slt_arctic_hts", "slt", "train"),
+    Voice("festival", "voice_ked_diphone", "ked", "train"),
+    Voice("festival", "voice_kal_diphone", "kal", "test"),
+    Voice("czech", "v", "fillets-big-fish", "train"),
+    Voice("czech", "other", "fillets-other-characters", "valid"),
+    Voice("czech", "m", "fillets-small-fish", "test"),
+    Voice("espeak", "en-us+m3", "espeak-en-us-m3", "train"),
+    Voice("espeak", "en+f2", "espeak-en-f2", "train"),
+    Voice("espeak", "de+m1", "espeak-de-m1", "train"),
+    Voice("espeak", "fr+f3", "espeak-fr-f3", "train"),
+    Voice("espeak", "en-gb-scotland+m2", "espeak-en-gb-scotland-m2", "valid"),
+    Voice("espeak", "es+f4", "espeak-es-f4", "test"),
+]
+ENGINE_PACKAGES = {
+    "flite": ("flite",),
+    "festival": ("festival", "festvox-us-slt-hts", "festvox-kallpc16k", "festvox-kdlpc16k"),
+    "espeak": ("espeak-ng",),
+    "czech": ("fillets-ng-data-cs",),
+}
+NOISE_SOURCES = {  # package -> (folder, extensions)
+    "qabcs-data": ("/usr/share/qabcs/abcs/all/noises", (".ogg",)),
+    "bucklespring-data": ("/usr/share/buckle/wav", (".wav",)),
+    "sonic-pi-samples": ("/usr/share/sonic-pi/samples", (".flac",)),
+    "wesnoth-1.16-data": ("/usr/share/games/wesnoth/1.16/data/core/sounds/ambient", (".ogg",)),
+}
+GENERATED_NOISES = ("white", "pink", "brown", "hum", "babble")
+
+
+@dataclass(frozen=True)
+class SizeSpec:
+    engines: tuple[str, ...]
+    noise_packages: tuple[str, ...]
+    items: dict[str, int]  # split -> number of noisy items; "train_noise" -> noise-only clips
+    max_sentences: int = 3
+    noise_files_per_package: int | None = None  # cap, for a fast tiny build
+
+
+SIZES = {
+    "tiny": SizeSpec(("flite",), ("qabcs-data",),
+                     {"train": 24, "train_noise": 12, "valid": 6, "test": 6},
+                     max_sentences=2, noise_files_per_package=40),
+    "small": SizeSpec(("flite", "festival", "czech"),
+                      ("qabcs-data", "bucklespring-data", "sonic-pi-samples"),
+                      {"train": 300, "train_noise": 100, "valid": 40, "test": 60}),
+    "large": SizeSpec(("flite", "festival", "czech", "espeak"), tuple(NOISE_SOURCES),
+                      {"train": 3600, "train_noise": 800, "valid": 120, "test": 200}),
+}
+
+
+def required_packages(size: str, kind: str = "speech") -> list[str]:
+    """Debian packages a build needs."""
+    spec = _size(size)
+    names = [p for e in spec.engines for p in ENGINE_PACKAGES[e]] + list(spec.noise_packages)
+    if kind == "sounds":
+        names += [p for p in ("bucklespring-data", "sonic-pi-samples") if p not in names]
+    return list(dict.fromkeys(names))
+
+
+def missing_packages(size: str, kind: str = "speech") -> list[str]:
+    return [p for p in required_packages(size, kind) if not os.path.exists(PACKAGES[p].probe)]
+
+
+# --- text ------------------------------------------------------------------------------
+
+_ADJ = ("small", "bright", "old", "quiet", "heavy", "green", "wooden", "sharp", "warm", "cold",
+        "empty", "narrow", "golden", "broken", "clean", "dark", "soft", "tall", "young", "red",
+        "round", "lazy", "proud", "strange", "gentle", "busy", "silver", "plain", "wide", "rich")
+_NOUN = ("farmer", "river", "basket", "teacher", "window", "horse", "garden", "letter", "engine",
+         "candle", "village", "doctor", "bottle", "forest", "sailor", "bridge", "kitten",
+         "market", "ladder", "painter", "station", "pencil", "island", "tower", "blanket",
+         "mountain", "kettle", "soldier", "orchard", "violin", "harbour", "carpet", "lantern",
+         "wagon", "meadow", "cousin", "pocket", "jacket", "rabbit", "castle")
+_VERB = ("carried", "painted", "found", "opened", "watched", "followed", "repaired", "washed",
+         "counted", "dropped", "pushed", "lifted", "cleaned", "visited", "checked", "packed",
+         "burned", "covered", "filled", "pulled", "sold", "bought", "fixed", "moved")
+_ADV = ("slowly", "quickly", "early", "late", "again", "quietly", "carefully", "twice",
+        "happily", "at noon", "at dawn", "last winter", "before supper", "after the rain",
+        "near the gate", "by the lake", "in the morning", "under the stars")
+_TEMPLATES = (
+    "The {a1} {n1} {v} the {a2} {n2} {adv}.",
+    "A {a1} {n1} {v} {adv}, and the {n2} was {a2}.",
+    "Did the {n1} see the {a1} {n2} {adv}?",
+    "We {v} the {a1} {n1} beside the {a2} {n2}.",
+    "Her {n1} {v} a {a1} {n2} {adv}.",
+    "The {n1} and the {n2} were {a1} {adv}.",
+    "Nobody {v} the {a1} {n1} near the {a2} {n2}.",
+    "They {v} {n1}s and {a1} {n2}s {adv}.",
+)
+
+
+def sentence(rng: np.random.Generator) -> str:
+    """One sentence from the grammar above (about 2 to 4 seconds of speech)."""
+    pick = lambda words: words[int(rng.integers(len(words)))]  # noqa: E731
+    template = pick(_TEMPLATES)
+    return template.format(a1=pick(_ADJ), a2=pick(_ADJ), n1=pick(_NOUN), n2=pick(_NOUN),
+                           v=pick(_VERB), adv=pick(_ADV))
+
+
+# --- synthesis and source audio --------------------------------------------------------
+
+
+def _synth_batch(engine: str, voice: str, jobs: list[tuple[str, str]]) -> None:
+    """Synthesise ``(text, out_path)`` jobs with one engine and voice."""
+    if engine == "flite":
+        for text, out in jobs:
+            subprocess.run(["flite", "-voice", voice, "-t", text, "-o", out], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    elif engine == "espeak":
+        for text, out in jobs:
+            subprocess.run(["espeak-ng", "-v", voice, "-w", out, text], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    elif engine == "festival":
+        lines = [f"({voice})"]
+        for text, out in jobs:
+            escaped = text.replace("\\", "").replace('"', "")
+            lines.append(f'(utt.save.wave (SynthText "{escaped}") "{out}" \'riff)')
+        with tempfile.NamedTemporaryFile("w", suffix=".scm", delete=False) as f:
+            f.write("\n".join(lines) + "\n")
+        try:
+            subprocess.run(["festival", "-b", f.name], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        finally:
+            os.unlink(f.name)
+    else:
+        raise CorpusError(f"unknown TTS engine {engine!r}")
+    missing = [out for _, out in jobs if not os.path.exists(out)]
+    if missing:
+        raise CorpusError(f"{engine} voice {voice} produced no audio for {missing[0]}")
+
+
+def _czech_files(character: str) -> list[str]:
+    root = Path(PACKAGES["fillets-ng-data-cs"].probe)
+    files = sorted(str(p) for p in root.glob("*/cs/*.ogg"))
+
+    def code(path: str) -> str:
+        parts = Path(path).stem.split("-")
+        c = parts[1] if len(parts) > 2 else ""
+        return c if c in ("m", "v") else "other"
+
+    return [f for f in files if code(f) == character]
+
+
+def _noise_files(packages: tuple[str, ...], cap: int | None) -> list[tuple[str, str]]:
+    """``(package, path)`` of every recorded noise file, sorted."""
+    out = []
+    for package in packages:
+        folder, exts = NOISE_SOURCES[package]
+        files = sorted(str(p) for p in Path(folder).rglob("*") if p.suffix.lower() in exts)
+        if cap:
+            files = files[:: max(1, len(files) // cap)][:cap]
+        out += [(package, f) for f in files]
+    return out
+
+
+def _load(path: str, sr: int) -> np.ndarray:
+    return audio.read(path, sample_rate=sr, check=False)
+
+
+def _generated_noise(kind: str, n: int, sr: int, rng: np.random.Generator,
+                     babble: list[np.ndarray]) -> np.ndarray:
+    if kind == "white":
+        return rng.standard_normal(n).astype(np.float32)
+    if kind in ("pink", "brown"):
+        spectrum = np.fft.rfft(rng.standard_normal(n))
+        f = np.fft.rfftfreq(n, 1.0 / sr)
+        f[0] = f[1]
+        spectrum /= f ** (0.5 if kind == "pink" else 1.0)
+        return np.fft.irfft(spectrum, n).astype(np.float32)
+    if kind == "hum":
+        t = np.arange(n) / sr
+        base = 50.0 if rng.random() < 0.5 else 60.0
+        x = sum(rng.uniform(0.1, 1.0) / k * np.sin(2 * np.pi * base * k * t + rng.uniform(0, 6.3))
+                for k in range(1, 8))
+        return (x + 0.05 * rng.standard_normal(n)).astype(np.float32)
+    if kind == "babble":
+        x = np.zeros(n, np.float32)
+        for _ in range(int(rng.integers(3, 7))):
+            s = babble[int(rng.integers(len(babble)))]
+            x += _fit(s / (_rms(s) + 1e-8), n, rng)
+        return x
+    raise CorpusError(f"unknown generated noise {kind!r}")
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+
+
+def _fit(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random crop of length n, tiling x when it is shorter."""
+    if len(x) < n:
+        x = np.tile(x, n // len(x) + 1)
+    start = int(rng.integers(len(x) - n + 1))
+    return x[start:start + n].astype(np.float32)
+
+
+# --- plan ------------------------------------------------------------------------------
+
+
+@dataclass
+class Item:
+    split: str
+    name: str
+    role: str  # noisy | noise
+    voice: str = ""
+    speaker: str = ""
+    texts: list[str] = field(default_factory=list)
+    speech_files: list[str] = field(default_factory=list)  # recorded clips (czech)
+    noise: str = ""  # "package:path" or "generated:kind"
+    snr_db: float | None = None
+    level_db: float = -25.0
+    seed: list[int] = field(default_factory=list)
+
+
+def _plan_speech(spec: SizeSpec, seed: int, snr_range: tuple[float, float]):
+    voices = [v for v in VOICES if v.engine in spec.engines]
+    noise_files = _noise_files(spec.noise_packages, spec.noise_files_per_package)
+    # noise files to splits: a seeded shuffle, 70 / 15 / 15
+    order = np.random.default_rng([seed, 1]).permutation(len(noise_files))
+    cut1, cut2 = int(0.7 * len(order)), int(0.85 * len(order))
+    pools = {"train": [noise_files[i] for i in sorted(order[:cut1])],
+             "valid": [noise_files[i] for i in sorted(order[cut1:cut2])],
+             "test": [noise_files[i] for i in sorted(order[cut2:])]}
+    czech = {v.voice: _czech_files(v.voice) for v in voices if v.engine == "czech"}
+    items = []
+    for si, split in enumerate(SPLITS):
+        split_voices = [v for v in voices if v.split == split]
+        for role, count in (("noisy", spec.items[split]),
+                            ("noise", spec.items.get(f"{split}_noise", 0))):
+            for i in range(count):
+                rng = np.random.default_rng([seed, 2, si, role == "noise", i])
+                item = Item(split, f"{split}_{role}_{i:05d}", role,
+                            seed=[seed, 3, si, role == "noise", i])
+                if role == "noisy":
+                    v = split_voices[int(rng.integers(len(split_voices)))]
+                    item.voice, item.speaker = v.name, v.speaker
+                    k = int(rng.integers(1, spec.max_sentences + 1))
+                    if v.engine == "czech":
+                        files = czech[v.voice]
+                        item.speech_files = [files[int(j)] for j in rng.integers(len(files),
+                                                                                 size=k)]
+                    else:
+                        item.texts = [sentence(rng) for _ in range(k)]
+                    item.snr_db = float(rng.uniform(*snr_range))
+                item.level_db = float(rng.uniform(-32, -20))
+                if rng.random() < 0.6 and pools[split]:
+                    package, path = pools[split][int(rng.integers(len(pools[split])))]
+                    item.noise = f"{package}:{path}"
+                else:
+                    item.noise = "generated:" + GENERATED_NOISES[int(rng.integers(5))]
+                items.append(item)
+    return items
+
+
+def _tts_path(cache: Path, voice: str, text: str) -> str:
+    digest = hashlib.sha1(f"{voice}|{text}".encode()).hexdigest()[:16]
+    return str(cache / f"{digest}.wav")
+
+
+def _speech_paths(item: Item, cache: Path) -> list[str]:
+    """Audio files of an item's utterances: recorded clips, or its TTS renderings."""
+    return item.speech_files or [_tts_path(cache, item.voice, t) for t in item.texts]
+
+
+def _synthesise(items: list[Item], cache: Path, workers: int,
+                progress: Callable[[str], None]) -> None:
+    """Render every TTS sentence of the plan into ``cache``."""
+    by_voice: dict[str, list[tuple[str, str]]] = {}
+    for item in items:
+        if item.texts:
+            jobs = by_voice.setdefault(item.voice, [])
+            jobs += [(t, _tts_path(cache, item.voice, t)) for t in item.texts]
+    batches = []
+    for name, jobs in sorted(by_voice.items()):
+        engine, voice = name.split(":", 1)
+        jobs = sorted(set(jobs))
+        step = 40 if engine == "festival" else 25
+        batches += [(engine, voice, jobs[i:i + step]) for i in range(0, len(jobs), step)]
+    progress(f"synthesising {sum(len(b[2]) for b in batches)} sentences with "
+             f"{len(by_voice)} TTS voices")
+    _run_parallel(_synth_batch_args, batches, workers)
+
+
+def _synth_batch_args(args):
+    _synth_batch(*args)
+
+
+def _run_parallel(fn, args_list, workers: int) -> list:
+    if workers <= 1 or len(args_list) <= 1:
+        return [fn(a) for a in args_list]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(fn, args_list, chunksize=1))
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+def _speech(paths: list[str], sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Concatenate utterances with short pauses."""
+    parts = []
+    for k, path in enumerate(paths):
+        if k:
+            parts.append(np.zeros(int(sr * rng.uniform(0.2, 0.8)), np.float32))
+        parts.append(_load(path, sr))
+    lead = np.zeros(int(sr * rng.uniform(0.1, 0.5)), np.float32)
+    tail = np.zeros(int(sr * rng.uniform(0.1, 0.5)), np.float32)
+    return np.concatenate([lead, *parts, tail])
+
+
+def _noise(item: Item, n: int, sr: int, rng: np.random.Generator,
+           babble: list[np.ndarray]) -> np.ndarray:
+    source, _, ref = item.noise.partition(":")
+    if source == "generated":
+        x = _generated_noise(ref, n, sr, rng, babble)
+    else:
+        x = _fit(_load(ref, sr), n, rng)
+        if _rms(x) < 1e-5:  # a silent stretch of a recording: fall back to pink noise
+            item.noise = "generated:pink"
+            x = _generated_noise("pink", n, sr, rng, babble)
+    return x
+
+
+def _render_speech(args) -> dict:
+    item, out, sr, cache, babble_files = args
+    rng = np.random.default_rng(item.seed)
+    babble = [_load(p, sr) for p in babble_files] if item.noise == "generated:babble" else []
+    record = {k: v for k, v in asdict(item).items() if k != "seed"}
+    if item.role == "noise":
+        n = int(sr * rng.uniform(4.0, 10.0))
+        noise = _noise(item, n, sr, rng, babble)
+        gain = 10 ** (item.level_db / 20) / (_rms(noise) + 1e-12)
+        noise = (noise * gain).astype(np.float32)
+        gain *= _limit(noise)
+        noise = _scaled(noise, _limit(noise))
+        audio.write(Path(out, item.split, "noise", item.name + ".wav"), noise, sr)
+        record.update(noise=item.noise, noise_gain=gain, duration_s=n / sr,
+                      files={"noise": f"{item.split}/noise/{item.name}.wav"})
+        return record
+    clean = _speech(_speech_paths(item, Path(cache)), sr, rng)
+    noise = _noise(item, len(clean), sr, rng, babble)
+    speech_gain = 10 ** (item.level_db / 20) / (_rms(clean) + 1e-12)
+    clean = (clean * speech_gain).astype(np.float32)
+    # scale the noise for the drawn SNR, in float64, then fix both as float32
+    noise_gain = np.sqrt(np.sum(np.square(clean, dtype=np.float64))
+                         / (np.sum(np.square(noise, dtype=np.float64)) * 10 ** (item.snr_db / 10)))
+    noise = (noise * noise_gain).astype(np.float32)
+    peak = _limit(clean + noise)
+    clean, noise = _scaled(clean, peak), _scaled(noise, peak)
+    noisy = clean + noise  # float32: noisy == clean + noise exactly
+    names = {"noisy": noisy, "clean": clean, "noise": noise}
+    files = {}
+    for role, x in names.items():
+        if item.split == "train" and role == "noise":
+            continue  # train pairs keep clean for a supervised reference; noise is implied
+        rel = f"{item.split}/{role}/{item.name}.wav"
+        audio.write(Path(out, rel), x, sr)
+        files[role] = rel
+    record.update(noise=item.noise, speech_gain=float(speech_gain * peak),
+                  noise_gain=float(noise_gain * peak), duration_s=len(noisy) / sr, files=files)
+    return record
+
+
+def _limit(x: np.ndarray, ceiling: float = 0.95) -> float:
+    """Gain that keeps the peak at or below ``ceiling``: 1 unless it would clip."""
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    return ceiling / peak if peak > ceiling else 1.0
+
+
+def _scaled(x: np.ndarray, gain: float) -> np.ndarray:
+    return x if gain == 1.0 else (x * np.float32(gain)).astype(np.float32)
+
+
+# --- sounds (FUSS-style) ---------------------------------------------------------------
+
+
+def _render_sounds(args) -> dict:
+    split, name, seed, out, sr, pool, speech_files, clip_s = args
+    rng = np.random.default_rng(seed)
+    n = int(clip_s * sr)
+    k = int(rng.integers(1, 5))
+    sources, record_sources = [], []
+    for j in range(k):
+        if j > 0 and speech_files and rng.random() < 0.3:
+            origin = ("speech", speech_files[int(rng.integers(len(speech_files)))])
+        else:
+            origin = pool[int(rng.integers(len(pool)))]
+        x = _load(origin[1], sr)
+        if _rms(x) < 1e-5:
+            x = _generated_noise("pink", n, sr, rng, [])
+            origin = ("generated", "pink")
+        s = np.zeros(n, np.float32)
+        if j == 0:  # background: the whole clip
+            s[:] = _fit(x, n, rng)
+        else:  # foreground event at a random place
+            length = min(len(x), int(sr * rng.uniform(0.5, clip_s * 0.6)))
+            start = int(rng.integers(0, n - length + 1))
+            s[start:start + length] = x[:length]
+        level = float(rng.uniform(-35, -20)) if j == 0 else float(rng.uniform(-30, -15))
+        active = s[np.abs(s) > 0]
+        s = (s * 10 ** (level / 20) / (_rms(active) + 1e-12)).astype(np.float32)
+        sources.append(s)
+        source_file = origin[1] if origin[0] != "speech" else Path(origin[1]).name
+        record_sources.append({"source_package": origin[0], "source_file": source_file,
+                               "level_db": level})
+    peak = _limit(np.sum(sources, 0))
+    sources = [_scaled(s, peak) for s in sources]
+    mixture = np.zeros(n, np.float32)
+    for s in sources:
+        mixture += s
+    files = {"mixture": f"{split}/mixture/{name}.wav", "sources": []}
+    audio.write(Path(out, files["mixture"]), mixture, sr)
+    for j, s in enumerate(sources):
+        rel = f"{split}/sources/{name}/s{j}.wav"
+        audio.write(Path(out, rel), s, sr)
+        files["sources"].append(rel)
+    return {"split": split, "name": name, "role": "mixture", "n_sources": k,
+            "sources": record_sources, "gain": peak, "duration_s": clip_s, "files": files}
+
+
+# --- build -----------------------------------------------------------------------------
+
+
+def build(
+    out: str | os.PathLike,
+    size: str = "tiny",
+    seed: int = 0,
+    sample_rate: int = 16000,
+    kind: str = "speech",
+    snr_range: tuple[float, float] = (-5.0, 15.0),
+    workers: int | None = None,
+    progress: Callable[[str], None] = lambda msg: None,
+) -> Path:
+    """Build the built-in corpus into ``out`` and return the manifest's path.
+
+    Raises:
+        CorpusError: missing Debian packages, or bad arguments.
+    """
+    spec = _size(size)
+    if kind not in ("speech", "sounds"):
+        raise CorpusError(f"kind must be 'speech' or 'sounds', got {kind!r}")
+    if not 4000 <= sample_rate <= 96000:
+        raise CorpusError(f"sample rate must be between 4000 and 96000 Hz, got {sample_rate}")
+    if snr_range[0] > snr_range[1]:
+        raise CorpusError(f"SNR range {snr_range} is empty")
+    missing = missing_packages(size, kind)
+    if missing:
+        raise CorpusError(
+            "missing Debian packages for the built-in corpus: " + " ".join(missing)
+            + "; install them with `sudo apt-get install --no-install-recommends "
+            + " ".join(missing) + "` or run `make corpus`")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not (out / "manifest.jsonl").exists():
+            raise CorpusError(f"{out} exists and is not a wildmix corpus; choose another folder")
+        for split in SPLITS:  # rebuild from scratch: no stale files from another size
+            shutil.rmtree(out / split, ignore_errors=True)
+    workers = workers or os.cpu_count() or 1
+    out.mkdir(parents=True, exist_ok=True)
+    items = _plan_speech(spec, seed, snr_range)
+    with tempfile.TemporaryDirectory(prefix="wildmix-tts-") as cache:
+        _synthesise(items, Path(cache), workers, progress)
+        speech = {split: sorted({p for it in items if it.split == split
+                                 for p in _speech_paths(it, Path(cache))}) for split in SPLITS}
+        if kind == "speech":
+            progress(f"mixing {len(items)} clips")
+            jobs = [(it, str(out), sample_rate, cache, speech[it.split][:40]) for it in items]
+            records = _run_parallel(_render_speech, jobs, workers)
+        else:
+            records = _build_sounds(spec, speech, seed, out, sample_rate, workers, progress)
+    for r in records:
+        _annotate(r)
+    manifest = out / "manifest.jsonl"
+    tmp = manifest.with_suffix(".tmp")
+    header = {"corpus": "wildmix-builtin", "kind": kind, "size": size, "seed": seed,
+              "sample_rate": sample_rate, "snr_range_db": list(snr_range)}
+    with open(tmp, "w") as f:
+        f.write(json.dumps({"header": header}) + "\n")
+        for r in records:
+            f.write(json.dumps(r, sort_keys=True) + "\n")
+    os.replace(tmp, manifest)
+    return manifest
+
+
+def _build_sounds(spec, speech, seed, out, sr, workers, progress) -> list[dict]:
+    counts = {"train": spec.items["train"], "valid": spec.items["valid"],
+              "test": spec.items["test"]}
+    packages = tuple(dict.fromkeys(spec.noise_packages + ("bucklespring-data",
+                                                          "sonic-pi-samples")))
+    files = _noise_files(packages, spec.noise_files_per_package)
+    order = np.random.default_rng([seed, 11]).permutation(len(files))
+    cut1, cut2 = int(0.7 * len(order)), int(0.85 * len(order))
+    parts = {"train": order[:cut1], "valid": order[cut1:cut2], "test": order[cut2:]}
+    jobs = []
+    for si, split in enumerate(SPLITS):
+        pool = [files[i] for i in sorted(parts[split])]
+        for i in range(counts[split]):
+            jobs.append((split, f"{split}_{i:05d}", [seed, 12, si, i], str(out), sr, pool,
+                         speech[split], 6.0))
+    progress(f"mixing {len(jobs)} sound clips")
+    return _run_parallel(_render_sounds, jobs, workers)
+
+
+def _annotate(record: dict) -> None:
+    """Add source package and licence to a manifest record."""
+    voice = record.get("voice", "")
+    if voice:
+        engine = voice.split(":", 1)[0]
+        pkgs = ENGINE_PACKAGES[engine]
+        record["speech_package"] = pkgs[0] if engine != "festival" else ", ".join(pkgs)
+        record["speech_licence"] = "; ".join(PACKAGES[p].licence for p in pkgs[:1])
+    noise = record.get("noise", "")
+    if noise:
+        source, _, path = noise.partition(":")
+        record["noise_package"] = source
+        record["noise_file"] = path
+        record["noise_licence"] = (PACKAGES[source].licence if source in PACKAGES
+                                   else "generated by wildmix (no licence restrictions)")
+    for s in record.get("sources", []):
+        p = s["source_package"]
+        s["licence"] = PACKAGES[p].licence if p in PACKAGES else "see speech voices"
+
+
+def _size(size: str) -> SizeSpec:
+    if size not in SIZES:
+        raise CorpusError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    return SIZES[size]
+
+
+def read_manifest(root: str | os.PathLike) -> tuple[dict, list[dict]]:
+    """``(header, records)`` of a built corpus."""
+    lines = Path(root, "manifest.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])["header"]
+    return header, [json.loads(line) for line in lines[1:]]

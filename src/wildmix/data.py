@@ -1,0 +1,253 @@
+"""Datasets of unlabeled recordings and mixture-of-mixtures sampling.
+
+A folder of recordings (any format libsndfile reads, any rate, any channel count, any
+length) is indexed once: every file is checked in bounded-memory blocks and a bad one
+(unreadable, empty, all zeros, NaN or Inf, too short) is skipped with one warning line that
+names it. Only headers are kept; audio is decoded lazily, a random crop at a time, then
+down-mixed and resampled. :class:`MixtureDataset` draws pairs of such crops: noisy + noisy
+(separation) or noisy + noise-only (enhancement), with random relative gains.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from wildmix import audio
+
+log = logging.getLogger("wildmix")
+
+
+class DataError(ValueError):
+    """A data set that cannot be used at all (no usable audio, bad settings)."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A stretch of one file, in the file's own sample rate."""
+
+    path: str
+    sample_rate: int
+    start: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+@dataclass
+class Index:
+    clips: list[Clip]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    @property
+    def hours(self) -> float:
+        return sum(c.duration for c in self.clips) / 3600
+
+    def summary(self, what: str = "files") -> str:
+        text = f"{len(self.clips)} usable {what} ({self.hours * 60:.1f} min)"
+        if self.skipped:
+            reasons = Counter(r.split(" (")[0] for _, r in self.skipped)
+            text += f", {len(self.skipped)} skipped: " + ", ".join(
+                f"{n} {r}" for r, n in reasons.most_common())
+        return text
+
+
+def index_folder(
+    root: str | os.PathLike,
+    min_seconds: float = 0.5,
+    workers: int = 4,
+) -> Index:
+    """Check every audio file under ``root``; keep the usable ones.
+
+    Args:
+        min_seconds: files shorter than this are skipped as too short.
+    Raises:
+        DataError: when no file is usable (the message says why for each kind of problem).
+    """
+    paths = audio.find_audio(root)
+    if not paths:
+        raise DataError(f"no audio files found in {root} (looked for "
+                        f"{', '.join(audio.AUDIO_EXTENSIONS)})")
+
+    def check(path) -> Clip | tuple[str, str]:
+        try:
+            i, _ = audio.scan(path)
+        except audio.AudioError as e:
+            return (e.path, e.reason)
+        if i.duration < min_seconds:
+            return (str(path), f"too short ({i.duration:.2f} s < {min_seconds} s)")
+        return Clip(str(path), i.sample_rate, 0, i.frames)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = list(pool.map(check, paths))
+    index = Index([r for r in results if isinstance(r, Clip)],
+                  [r for r in results if not isinstance(r, Clip)])
+    for path, reason in index.skipped:
+        log.warning("skipping %s: %s", path, reason)
+    if not index.clips:
+        raise DataError(f"no usable audio in {root}: {index.summary()}")
+    return index
+
+
+def harvest_noise(
+    index: Index,
+    min_seconds: float = 1.0,
+    aggressiveness: int = 3,
+    margin_seconds: float = 0.2,
+) -> Index:
+    """Find stretches without speech in noisy recordings (WebRTC VAD), as noise-only clips.
+
+    Each file is analysed at 16 kHz in 30 ms frames; runs of non-speech frames at least
+    ``min_seconds`` long (after trimming ``margin_seconds`` on each side) become clips.
+    """
+    import webrtcvad
+
+    vad = webrtcvad.Vad(aggressiveness)
+    sr, hop = 16000, 480
+    clips = []
+    for clip in index.clips:
+        x = audio.read(clip.path, sample_rate=sr, start=clip.start, frames=clip.frames,
+                       check=False)
+        peak = float(np.abs(x).max()) or 1.0
+        pcm = (np.clip(x / peak, -1, 1) * 32767).astype("<i2")
+        n = len(pcm) // hop
+        speech = np.array([vad.is_speech(pcm[k * hop:(k + 1) * hop].tobytes(), sr)
+                           for k in range(n)], dtype=bool)
+        margin = int(round(margin_seconds * sr / hop))
+        for start, stop in _runs(~speech):
+            start, stop = start + margin, stop - margin
+            if (stop - start) * hop >= min_seconds * sr:
+                scale = clip.sample_rate / sr
+                clips.append(Clip(clip.path, clip.sample_rate,
+                                  clip.start + int(start * hop * scale),
+                                  int((stop - start) * hop * scale)))
+    return Index(clips)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each run of True."""
+    padded = np.concatenate([[False], mask, [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def read_crop(clip: Clip, sample_rate: int, length: int, rng: np.random.Generator,
+              pad: bool = True) -> np.ndarray:
+    """A random crop of ``length`` samples at ``sample_rate`` from a clip, mono float32.
+
+    A clip shorter than the crop is placed at a random offset in zeros (``pad=True``).
+    """
+    need = math.ceil(length * clip.sample_rate / sample_rate) + 16  # resampler margin
+    if clip.frames > need:
+        start = clip.start + int(rng.integers(clip.frames - need + 1))
+        x = audio.read(clip.path, sample_rate, start=start, frames=need, check=False)
+    else:
+        x = audio.read(clip.path, sample_rate, start=clip.start, frames=clip.frames,
+                       check=False)
+    if not np.isfinite(x).all():
+        raise audio.AudioError(clip.path, "contains NaN or Inf")
+    if len(x) >= length:
+        return x[:length]
+    if not pad:
+        raise audio.AudioError(clip.path, f"too short ({len(x) / sample_rate:.2f} s)")
+    out = np.zeros(length, np.float32)
+    offset = int(rng.integers(length - len(x) + 1))
+    out[offset:offset + len(x)] = x
+    return out
+
+
+class MixtureDataset(torch.utils.data.Dataset):
+    """Mixtures of mixtures for MixIT: each item is ``(2, T)``, the two reference mixtures.
+
+    Enhancement (``noise`` given): ``[noisy speech, noise only]``; separation (``noise`` is
+    None): ``[noisy, noisy]`` from two different draws. Crops are drawn with probability
+    proportional to clip duration; the first mixture is set to an RMS level drawn from
+    ``level_db`` and the second to that level plus a gain drawn from ``relative_gain_db``.
+    Items depend only on ``(seed, epoch, index)``, so worker processes do not change them.
+    """
+
+    def __init__(
+        self,
+        recordings: Sequence[Clip],
+        noise: Sequence[Clip] | None = None,
+        sample_rate: int = 16000,
+        segment_seconds: float = 4.0,
+        examples_per_epoch: int = 1000,
+        relative_gain_db: tuple[float, float] = (-5.0, 5.0),
+        level_db: tuple[float, float] = (-30.0, -20.0),
+        pad_short: bool = True,
+        seed: int = 0,
+    ):
+        if not recordings:
+            raise DataError("no recordings to draw mixtures from")
+        if noise is not None and not noise:
+            raise DataError("noise-only set is empty")
+        self.recordings, self.noise = list(recordings), None if noise is None else list(noise)
+        self.sample_rate = sample_rate
+        self.length = int(round(segment_seconds * sample_rate))
+        self.examples_per_epoch = examples_per_epoch
+        self.relative_gain_db, self.level_db = relative_gain_db, level_db
+        self.pad_short, self.seed, self.epoch = pad_short, seed, 0
+        self._bad: set[str] = set()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.examples_per_epoch
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        first = self._draw(self.recordings, rng)
+        second = self._draw(self.noise if self.noise is not None else self.recordings, rng)
+        level = rng.uniform(*self.level_db)
+        gain = rng.uniform(*self.relative_gain_db)
+        first = _at_level(first, level)
+        second = _at_level(second, level + gain)
+        return torch.from_numpy(np.stack([first, second]))
+
+    def _draw(self, clips: list[Clip], rng: np.random.Generator, tries: int = 20) -> np.ndarray:
+        durations = np.array([c.frames / c.sample_rate for c in clips])
+        p = durations / durations.sum()
+        for _ in range(tries):
+            clip = clips[int(rng.choice(len(clips), p=p))]
+            if clip.path in self._bad:
+                continue
+            try:
+                x = read_crop(clip, self.sample_rate, self.length, rng, pad=self.pad_short)
+            except audio.AudioError as e:
+                self._bad.add(clip.path)
+                log.warning("skipping %s: %s", e.path, e.reason)
+                continue
+            if _rms(x) > 1e-5:  # skip a digitally silent stretch
+                return x
+        raise DataError(f"could not draw a usable crop in {tries} tries "
+                        f"({len(self._bad)} files failed while loading)")
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
+def _at_level(x: np.ndarray, level_db: float) -> np.ndarray:
+    return (x * (10 ** (level_db / 20) / max(_rms(x), 1e-8))).astype(np.float32)
+
+
+def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, workers: int = 2,
+                shuffle: bool = False) -> torch.utils.data.DataLoader:
+    """A loader with worker processes; items are already random, so no shuffling needed."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        persistent_workers=workers > 0, drop_last=True,
+        prefetch_factor=4 if workers > 0 else None,
+    )

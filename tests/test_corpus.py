@@ -1,0 +1,125 @@
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from wildmix import corpus
+from wildmix.cli import main
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_deterministic(tiny_corpus, tmp_path, capsys):
+    # a second build through the CLI, with one worker instead of all cores
+    assert main(["corpus", "build", str(tmp_path / "again"), "--size", "tiny", "--seed", "0",
+                 "--workers", "1"]) == 0
+    assert "built speech corpus 'tiny'" in capsys.readouterr().out
+    first, second = _hashes(tiny_corpus), _hashes(tmp_path / "again")
+    assert len(first) > 90
+    assert first == second
+    # and another seed gives other audio
+    corpus.build(tmp_path / "other", size="tiny", seed=1)
+    third = _hashes(tmp_path / "other")
+    assert third["test/noisy/test_noisy_00000.wav"] != first["test/noisy/test_noisy_00000.wav"]
+
+
+def test_layout_and_manifest(tiny_corpus):
+    header, records = corpus.read_manifest(tiny_corpus)
+    assert header["size"] == "tiny" and header["sample_rate"] == 16000
+    roles = {(r["split"], r["role"]) for r in records}
+    assert roles == {("train", "noisy"), ("train", "noise"), ("valid", "noisy"),
+                     ("test", "noisy")}
+    for r in records:
+        for rel in r["files"].values():
+            assert (tiny_corpus / rel).is_file()
+            assert sf.info(str(tiny_corpus / rel)).samplerate == 16000
+        assert r["noise_licence"] and r["noise_package"]
+        if r["role"] == "noisy":
+            assert r["voice"] and r["speech_licence"] and r["speech_package"] == "flite"
+            assert -5.0 <= r["snr_db"] <= 15.0
+    for split in ("valid", "test"):
+        names = [sorted(p.name for p in (tiny_corpus / split / d).iterdir())
+                 for d in ("noisy", "clean", "noise")]
+        assert names[0] == names[1] == names[2] and names[0]
+    assert len(list((tiny_corpus / "train" / "noisy").iterdir())) == 24
+    assert len(list((tiny_corpus / "train" / "noise").iterdir())) == 12
+
+
+def test_splits_disjoint(tiny_corpus):
+    _, records = corpus.read_manifest(tiny_corpus)
+    speakers = {s: set() for s in corpus.SPLITS}
+    noises = {s: set() for s in corpus.SPLITS}
+    for r in records:
+        if r["role"] == "noisy":
+            speakers[r["split"]].add(r["speaker"])
+        if r["noise_package"] != "generated":
+            noises[r["split"]].add(r["noise_file"])
+    for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
+        assert not speakers[a] & speakers[b]
+        assert not noises[a] & noises[b]
+    assert all(speakers.values()) and noises["train"]
+
+
+def test_noisy_is_clean_plus_noise_at_manifest_snr(tiny_corpus):
+    _, records = corpus.read_manifest(tiny_corpus)
+    paired = [r for r in records if r["split"] in ("valid", "test")]
+    assert len(paired) == 12
+    for r in paired:
+        noisy, clean, noise = (sf.read(str(tiny_corpus / r["files"][k]), dtype="float32")[0]
+                               for k in ("noisy", "clean", "noise"))
+        assert noisy.dtype == np.float32 and len(noisy) == len(clean) == len(noise)
+        np.testing.assert_array_equal(noisy, clean + noise)
+        snr = 10 * np.log10(np.sum(clean.astype(np.float64) ** 2)
+                            / np.sum(noise.astype(np.float64) ** 2))
+        assert abs(snr - r["snr_db"]) < 0.1
+        assert np.abs(noisy).max() <= 0.95 + 1e-6  # never clipped
+
+
+def test_sounds_kind(tiny_sounds):
+    header, records = corpus.read_manifest(tiny_sounds)
+    assert header["kind"] == "sounds"
+    files = {s: set() for s in corpus.SPLITS}
+    counts = set()
+    for r in records:
+        mixture = sf.read(str(tiny_sounds / r["files"]["mixture"]), dtype="float32")[0]
+        sources = [sf.read(str(tiny_sounds / p), dtype="float32")[0]
+                   for p in r["files"]["sources"]]
+        assert 1 <= len(sources) <= 4 and len(sources) == r["n_sources"]
+        np.testing.assert_allclose(np.sum(sources, 0), mixture, atol=1e-6)
+        counts.add(len(sources))
+        files[r["split"]] |= {s["source_file"] for s in r["sources"]
+                              if s["source_package"] not in ("speech", "generated")}
+    assert len(counts) >= 3
+    assert not files["train"] & files["test"] and not files["train"] & files["valid"]
+
+
+def test_missing_packages_named(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(corpus.PACKAGES, "flite",
+                        corpus.Package("flite", "x", str(tmp_path / "no-such-flite")))
+    with pytest.raises(corpus.CorpusError, match="missing Debian packages.*flite"):
+        corpus.build(tmp_path / "c", size="tiny")
+    assert main(["corpus", "build", str(tmp_path / "c"), "--size", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "flite" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(corpus.CorpusError, match="size must be"):
+        corpus.build(tmp_path, size="huge")
+    with pytest.raises(corpus.CorpusError, match="sample rate"):
+        corpus.build(tmp_path, sample_rate=100)
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(corpus.CorpusError, match="not a wildmix corpus"):
+        corpus.build(tmp_path, size="tiny")
+    assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def test_sentences_vary():
+    rng = np.random.default_rng(0)
+    sentences = {corpus.sentence(rng) for _ in range(200)}
+    assert len(sentences) > 190

@@ -1,0 +1,183 @@
+import logging
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from wildmix import data
+from wildmix.cli import main
+
+
+def _sine(freq, sr, seconds=3.0, amp=0.5):
+    t = np.arange(int(sr * seconds)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def _peak_freq(x, sr):
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return np.fft.rfftfreq(len(x), 1 / sr)[np.argmax(spectrum)]
+
+
+GOOD = {  # name -> (rate, frequency of its sine, expected amplitude after down-mix)
+    "mono16k.wav": (16000, 440.0, 0.5),
+    "stereo16k.wav": (16000, 700.0, 0.25),
+    "rate8k.wav": (8000, 300.0, 0.5),
+    "rate44k.flac": (44100, 1000.0, 0.5),
+    "sub/rate48k.wav": (48000, 3000.0, 0.5),
+    "rate22k.ogg": (22050, 2000.0, 0.5),
+}
+BAD = {  # name -> reason the loader must give
+    "corrupt.wav": "unreadable",
+    "zero_bytes.wav": "unreadable",
+    "no_frames.wav": "empty",
+    "zeros.wav": "silent",
+    "nan.wav": "NaN or Inf",
+    "inf.wav": "NaN or Inf",
+    "tiny.wav": "too short",
+}
+
+
+@pytest.fixture
+def salted(tmp_path):
+    for name, (sr, freq, _) in GOOD.items():
+        x = _sine(freq, sr)
+        if name.startswith("stereo"):
+            x = np.stack([x, np.zeros_like(x)], 1)  # mean of channels: half the amplitude
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        sf.write(str(tmp_path / name), x, sr)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF" + bytes(range(256)) * 8)
+    (tmp_path / "zero_bytes.wav").write_bytes(b"")
+    sf.write(str(tmp_path / "no_frames.wav"), np.zeros(0, np.float32), 16000)
+    sf.write(str(tmp_path / "zeros.wav"), np.zeros(32000, np.float32), 16000)
+    x = _sine(440, 16000)
+    x[5000] = np.nan
+    sf.write(str(tmp_path / "nan.wav"), x, 16000, subtype="FLOAT")
+    x = _sine(440, 16000)
+    x[-3] = np.inf
+    sf.write(str(tmp_path / "inf.wav"), x, 16000, subtype="FLOAT")
+    sf.write(str(tmp_path / "tiny.wav"), _sine(440, 16000, seconds=0.1), 16000)
+    (tmp_path / "notes.txt").write_text("not audio")
+    return tmp_path
+
+
+def test_index_skips_bad_files_by_name(salted, caplog):
+    with caplog.at_level(logging.WARNING, logger="wildmix"):
+        index = data.index_folder(salted)
+    kept = {str(c.path) for c in index.clips}
+    assert kept == {str(salted / n) for n in GOOD}
+    skipped = {p: r for p, r in index.skipped}
+    assert set(skipped) == {str(salted / n) for n in BAD}
+    for name, reason in BAD.items():
+        assert reason in skipped[str(salted / name)]
+        lines = [m for m in caplog.messages if m.startswith(f"skipping {salted / name}:")]
+        assert len(lines) == 1 and reason in lines[0] and "\n" not in lines[0]
+    assert "6 usable files" in index.summary() and "7 skipped" in index.summary()
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_crops_are_mono_resampled_and_level_preserving(salted, name):
+    index = data.index_folder(salted)
+    clip = next(c for c in index.clips if c.path.endswith(name))
+    sr_in, freq, amp = GOOD[name]
+    x = data.read_crop(clip, 16000, 32000, np.random.default_rng(0))
+    assert x.shape == (32000,) and x.dtype == np.float32
+    assert abs(_peak_freq(x, 16000) - freq) < 2.0
+    rms = np.sqrt(np.mean(x[1000:-1000].astype(np.float64) ** 2))
+    assert rms == pytest.approx(amp / np.sqrt(2), rel=0.02)
+
+
+def test_dataset_yields_valid_mixtures(salted):
+    index = data.index_folder(salted)
+    ds = data.MixtureDataset(index.clips[:3], index.clips[3:], segment_seconds=4.0,
+                             examples_per_epoch=16, seed=3)
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item.shape == (2, 64000) and item.dtype == torch.float32
+        assert torch.isfinite(item).all()
+        rms = item.pow(2).mean(-1).sqrt()
+        assert (rms > 0).all()
+    # items depend on (seed, epoch, index) only
+    torch.testing.assert_close(ds[5], data.MixtureDataset(
+        index.clips[:3], index.clips[3:], segment_seconds=4.0, examples_per_epoch=16,
+        seed=3)[5])
+    ds.set_epoch(1)
+    assert not torch.equal(ds[5], data.MixtureDataset(
+        index.clips[:3], index.clips[3:], segment_seconds=4.0, examples_per_epoch=16,
+        seed=3)[5])
+
+
+def test_relative_gain(salted):
+    index = data.index_folder(salted)
+    ds = data.MixtureDataset(index.clips, index.clips, relative_gain_db=(6.0, 6.0),
+                             level_db=(-20.0, -20.0), examples_per_epoch=4)
+    item = ds[0].double()
+    levels = 10 * torch.log10(item.pow(2).mean(-1))
+    assert levels[0].item() == pytest.approx(-20.0, abs=0.01)
+    assert (levels[1] - levels[0]).item() == pytest.approx(6.0, abs=0.01)
+
+
+def test_loader_workers_match_in_process(tiny_corpus):
+    index = data.index_folder(tiny_corpus / "train" / "noisy")
+    noise = data.index_folder(tiny_corpus / "train" / "noise")
+    ds = data.MixtureDataset(index.clips, noise.clips, examples_per_epoch=8, seed=1)
+    with_workers = torch.cat(list(data.make_loader(ds, batch_size=4, workers=2)))
+    in_process = torch.cat(list(data.make_loader(ds, batch_size=4, workers=0)))
+    assert with_workers.shape == (8, 2, 64000)
+    torch.testing.assert_close(with_workers, in_process)
+
+
+def test_file_broken_after_indexing_is_skipped(salted, caplog):
+    index = data.index_folder(salted)
+    victim = next(c for c in index.clips if c.path.endswith("mono16k.wav"))
+    (salted / "mono16k.wav").write_bytes(b"garbage")
+    ds = data.MixtureDataset([victim] + [c for c in index.clips if c is not victim],
+                             examples_per_epoch=20)
+    with caplog.at_level(logging.WARNING, logger="wildmix"):
+        items = [ds[i] for i in range(20)]
+    assert all(torch.isfinite(x).all() for x in items)
+    assert sum("mono16k.wav" in m for m in caplog.messages) == 1  # warned once
+
+
+def test_no_usable_audio(tmp_path, capsys):
+    with pytest.raises(data.DataError, match="no audio files"):
+        data.index_folder(tmp_path)
+    sf.write(str(tmp_path / "z.wav"), np.zeros(16000, np.float32), 16000)
+    with pytest.raises(data.DataError, match="no usable audio.*1 silent"):
+        data.index_folder(tmp_path)
+    assert main(["data", "check", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no usable audio" in err
+    with pytest.raises(FileNotFoundError):
+        data.index_folder(tmp_path / "missing")
+
+
+def test_short_files_pad_or_skip(salted):
+    index = data.index_folder(salted, min_seconds=0.05)
+    short = next(c for c in index.clips if c.path.endswith("tiny.wav"))
+    x = data.read_crop(short, 16000, 16000, np.random.default_rng(0))
+    assert x.shape == (16000,) and (x == 0).sum() >= 16000 - 1700
+    with pytest.raises(data.audio.AudioError, match="too short"):
+        data.read_crop(short, 16000, 16000, np.random.default_rng(0), pad=False)
+
+
+def test_harvest_noise_finds_only_speech_free_stretches(tiny_corpus, tmp_path, capsys):
+    speech, sr = sf.read(str(next((tiny_corpus / "test" / "clean").iterdir())),
+                         dtype="float32")
+    rng = np.random.default_rng(0)
+    pad = np.zeros(3 * sr, np.float32)
+    clean = np.concatenate([pad, speech, pad])
+    x = clean + 0.003 * rng.standard_normal(len(clean)).astype(np.float32)
+    sf.write(str(tmp_path / "rec.wav"), x, sr)
+    index = data.index_folder(tmp_path)
+    noise = data.harvest_noise(index, min_seconds=1.0)
+    assert len(noise.clips) >= 2
+    voiced = np.flatnonzero(np.abs(speech) > 0.01 * np.abs(speech).max())
+    first, last = 3 * sr + voiced[0], 3 * sr + voiced[-1]
+    total = 0
+    for c in noise.clips:
+        assert c.start + c.frames <= first or c.start >= last
+        total += c.frames
+    assert total >= 3 * sr  # most of the 6 s of padding is found
+    assert main(["data", "check", str(tmp_path), "--noise", "auto"]) == 0
+    assert "noise found without speech (VAD)" in capsys.readouterr().out
