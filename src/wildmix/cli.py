@@ -53,6 +53,82 @@ def _data_check(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    import dataclasses
+
+    from wildmix.train import TrainConfig, train
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if args.supervised:
+        overrides["strategy"] = "supervised"
+    for key in ("relative_gain_db",):
+        if key in overrides:
+            overrides[key] = tuple(overrides[key])
+    summary = train(TrainConfig(**overrides), progress=not args.no_progress)
+    best = summary["best_score"]
+    print(f"{summary['out']}: {summary['step']} steps"
+          + (f", best validation score {best:.2f}" if best is not None else "")
+          + (f", {summary['bad_steps']} skipped NaN/Inf steps" if summary["bad_steps"] else "")
+          + (f" (stopped by {summary['stopped']}; rerun to resume)" if summary["stopped"]
+             else ""))
+    return 0
+
+
+def _enhance(args) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from wildmix import audio
+    from wildmix.enhance import Enhancer
+
+    enhancer = Enhancer.from_checkpoint(args.model, chunk_seconds=args.chunk_seconds,
+                                        device=args.device)
+    task = args.task or enhancer.task
+    jobs = []  # (source, relative output stem)
+    for item in args.inputs:
+        root = Path(item)
+        if root.is_dir():
+            jobs += [(p, p.relative_to(root).with_suffix("")) for p in audio.find_audio(root)]
+        elif root.is_file():
+            jobs.append((root, Path(root.stem)))
+        else:
+            raise FileNotFoundError(f"{root}: no such file or folder")
+    if not jobs:
+        raise FileNotFoundError("no audio files in the inputs")
+    out = Path(args.out)
+    inputs = {p.resolve() for p, _ in jobs}
+    failed = 0
+    for src, stem in tqdm(jobs, unit="file", disable=args.no_progress or len(jobs) < 2):
+        if task == "separate":
+            outputs = {f"s{m}": out / f"{stem}_s{m}.wav" for m in range(enhancer.n_sources)}
+        else:
+            outputs = {"speech": out / f"{stem}.wav"}
+            if args.write_noise:
+                outputs["noise"] = out / f"{stem}_noise.wav"
+        clash = [p for p in outputs.values() if p.resolve() in inputs]
+        if clash:
+            raise FileExistsError(f"{clash[0]} is an input; refusing to overwrite it "
+                                  "(choose another --out)")
+        try:
+            enhancer.enhance_file(src, outputs)
+        except audio.AudioError as e:
+            failed += 1
+            log.warning("skipping %s", e)
+    print(f"wrote {len(jobs) - failed} of {len(jobs)} files to {out}"
+          + (f"; {failed} skipped (see warnings)" if failed else ""))
+    return 1 if failed else 0
+
+
+def _score(args) -> int:
+    from wildmix.evaluate import score_folder
+
+    scores = score_folder(args.data, args.enhanced)
+    print(f"{args.enhanced}: {scores.summary()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wildmix",
@@ -91,6 +167,60 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--min-seconds", type=float, default=0.5)
     check.add_argument("--min-noise-seconds", type=float, default=1.0)
     check.set_defaults(func=_data_check)
+
+    tr = commands.add_parser(
+        "train", help="train a separation model from noisy recordings (MixIT), or with clean "
+                      "references (--supervised); rerun the same command to resume")
+    tr.add_argument("--data", required=True,
+                    help="folder of noisy recordings, or a built-in corpus folder")
+    tr.add_argument("--noise", help="folder of noise-only clips, or 'auto' to find "
+                                    "speech-free stretches in --data with a VAD")
+    tr.add_argument("--valid", help="validation folder: paired (noisy/, clean/) or unlabeled")
+    tr.add_argument("--clean", help="clean references of --data, for --supervised")
+    tr.add_argument("--task", choices=("enhance", "separate"))
+    tr.add_argument("--supervised", action="store_true",
+                    help="train on clean references instead of MixIT (a reference point)")
+    tr.add_argument("--model", choices=("stft", "tdcn"))
+    tr.add_argument("--preset", choices=("tiny", "cpu", "gpu"))
+    tr.add_argument("--n-sources", type=int, dest="n_sources")
+    tr.add_argument("--causal", action="store_true", default=None, help="no look-ahead")
+    tr.add_argument("--out", required=True, help="run folder (checkpoints, log, config)")
+    tr.add_argument("--max-steps", type=int, dest="max_steps")
+    tr.add_argument("--max-minutes", type=float, dest="max_minutes",
+                    help="stop (and save) after this much training time")
+    tr.add_argument("--batch-size", type=int, dest="batch_size")
+    tr.add_argument("--segment-seconds", type=float, dest="segment_seconds")
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--loss", choices=("snr", "sisnr"))
+    tr.add_argument("--search", choices=("exact", "efficient"))
+    tr.add_argument("--sparsity", type=float, help="weight of the sparsity loss")
+    tr.add_argument("--noise-augment", type=float, dest="noise_augment",
+                    help="probability of extra noise in the noisy mixture (Saito et al.)")
+    tr.add_argument("--relative-gain-db", type=float, nargs=2, dest="relative_gain_db")
+    tr.add_argument("--valid-every", type=int, dest="valid_every")
+    tr.add_argument("--workers", type=int)
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--device")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=_train)
+
+    en = commands.add_parser("enhance", help="enhance (or separate) audio files with a model")
+    en.add_argument("model", help="run folder or checkpoint file")
+    en.add_argument("inputs", nargs="+", help="audio files or folders")
+    en.add_argument("--out", required=True, help="output folder (inputs are never overwritten)")
+    en.add_argument("--task", choices=("enhance", "separate"),
+                    help="separate: write every output (default: the model's task)")
+    en.add_argument("--write-noise", action="store_true", help="also write NAME_noise.wav")
+    en.add_argument("--chunk-seconds", type=float, default=10.0)
+    en.add_argument("--device")
+    en.add_argument("--no-progress", action="store_true")
+    en.set_defaults(func=_enhance)
+
+    sc = commands.add_parser("score", help="mean SI-SNR of noisy and enhanced files of a "
+                                           "paired folder (noisy/, clean/)")
+    sc.add_argument("data", help="paired folder with noisy/ and clean/")
+    sc.add_argument("enhanced", help="folder of enhanced files with the noisy files' names")
+    sc.set_defaults(func=_score)
     return parser
 
 
@@ -102,9 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     from wildmix.corpus import CorpusError
     from wildmix.data import DataError
 
+    expected = (AudioError, CorpusError, DataError, FileNotFoundError, FileExistsError)
+    if args.command in ("train", "enhance", "score"):
+        from wildmix.models import CheckpointError
+        from wildmix.train import TrainingError
+
+        expected += (CheckpointError, TrainingError, ValueError)
     try:
         return args.func(args)
-    except (AudioError, CorpusError, DataError, FileNotFoundError) as e:
+    except expected as e:
         print(f"wildmix: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -251,3 +251,66 @@ def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, workers: int
         persistent_workers=workers > 0, drop_last=True,
         prefetch_factor=4 if workers > 0 else None,
     )
+
+
+def paired_clips(noisy_dir: str | os.PathLike, clean_dir: str | os.PathLike,
+                 min_seconds: float = 0.5) -> list[tuple[Clip, Clip]]:
+    """Pairs of files with the same relative name under ``noisy_dir`` and ``clean_dir``.
+
+    Raises:
+        DataError: no pairs, or a pair whose lengths or sample rates differ (named).
+    """
+    noisy = index_folder(noisy_dir, min_seconds=min_seconds)
+    clean = {os.path.relpath(c.path, clean_dir): c
+             for c in index_folder(clean_dir, min_seconds=min_seconds).clips}
+    pairs = []
+    for c in noisy.clips:
+        ref = clean.get(os.path.relpath(c.path, noisy_dir))
+        if ref is None:
+            log.warning("skipping %s: no clean reference of the same name in %s", c.path,
+                        clean_dir)
+            continue
+        if (ref.frames, ref.sample_rate) != (c.frames, c.sample_rate):
+            raise DataError(f"{c.path}: noisy and clean differ in length or rate "
+                            f"({c.frames} at {c.sample_rate} Hz vs {ref.frames} at "
+                            f"{ref.sample_rate} Hz)")
+        pairs.append((c, ref))
+    if not pairs:
+        raise DataError(f"no noisy/clean pairs of the same name in {noisy_dir} and {clean_dir}")
+    return pairs
+
+
+class PairedDataset(torch.utils.data.Dataset):
+    """Aligned crops ``(2, T)``: ``[noisy, clean]``, for supervised training.
+
+    The noisy crop is set to an RMS level drawn from ``level_db``; the clean crop gets the
+    same gain, so ``noisy - clean`` stays the noise.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[Clip, Clip]], sample_rate: int = 16000,
+                 segment_seconds: float = 4.0, examples_per_epoch: int = 1000,
+                 level_db: tuple[float, float] = (-30.0, -20.0), seed: int = 0):
+        if not pairs:
+            raise DataError("no noisy/clean pairs")
+        self.pairs, self.sample_rate = list(pairs), sample_rate
+        self.length = int(round(segment_seconds * sample_rate))
+        self.examples_per_epoch, self.level_db, self.seed, self.epoch = (
+            examples_per_epoch, level_db, seed, 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.examples_per_epoch
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        durations = np.array([n.duration for n, _ in self.pairs])
+        noisy, clean = self.pairs[int(rng.choice(len(self.pairs), p=durations / durations.sum()))]
+        # the same random crop of both: draw it once and replay the generator state
+        state = rng.bit_generator.state
+        x = read_crop(noisy, self.sample_rate, self.length, rng)
+        rng.bit_generator.state = state
+        s = read_crop(clean, self.sample_rate, self.length, rng)
+        gain = 10 ** (rng.uniform(*self.level_db) / 20) / max(_rms(x), 1e-8)
+        return torch.from_numpy(np.stack([x * gain, s * gain]).astype(np.float32))

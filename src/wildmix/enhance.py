@@ -1,0 +1,204 @@
+"""Inference: chunking with cross-faded overlaps, any rate and channel count; the Enhancer API.
+
+Long inputs are cut into overlapping blocks at the input's own rate; each block is
+resampled to the model's rate, separated, resampled back, and cross-faded linearly with its
+neighbour over the overlap. Files are streamed block by block, so memory stays bounded
+whatever their length. Each channel is processed on its own and the output keeps the
+input's channels and rate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from wildmix import audio, models
+
+log = logging.getLogger("wildmix")
+
+
+class Enhancer:
+    """Speech enhancement (or separation) with a trained model.
+
+    >>> enhancer = Enhancer.from_checkpoint("runs/demo")          # doctest: +SKIP
+    >>> speech = enhancer.enhance(waveform, sample_rate=44100)     # doctest: +SKIP
+    """
+
+    def __init__(self, model: torch.nn.Module, sample_rate: int, task: str = "enhance",
+                 chunk_seconds: float = 10.0, overlap_seconds: float = 1.0,
+                 device: str | torch.device | None = None):
+        if overlap_seconds * 2 >= chunk_seconds:
+            raise ValueError("overlap must be less than half the chunk length")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.sample_rate, self.task = sample_rate, task
+        self.chunk_seconds, self.overlap_seconds = chunk_seconds, overlap_seconds
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, **kwargs) -> Enhancer:
+        """Load ``best.pt`` (else ``last.pt``) of a run folder, or a checkpoint file."""
+        ckpt = models.load_checkpoint(path)
+        return cls(models.from_checkpoint(ckpt), ckpt["sample_rate"],
+                   task=ckpt.get("task", "enhance"), **kwargs)
+
+    @property
+    def n_sources(self) -> int:
+        return self.model.n_sources
+
+    # --- arrays ---------------------------------------------------------------------------
+
+    def separate(self, waveform, sample_rate: int):
+        """All M outputs. ``(T,)`` -> ``(M, T)``; ``(C, T)`` -> ``(C, M, T)``.
+
+        numpy in, numpy out; torch in, torch out.
+        """
+        is_torch = isinstance(waveform, torch.Tensor)
+        x = waveform.detach().cpu().numpy() if is_torch else np.asarray(waveform)
+        if x.ndim not in (1, 2):
+            raise ValueError(f"waveform must be (T,) or (C, T), got shape {x.shape}")
+        if x.shape[-1] == 0:
+            raise ValueError("waveform is empty")
+        if not np.isfinite(x).all():
+            raise ValueError("waveform contains NaN or Inf")
+        frames = np.atleast_2d(x).T.astype(np.float32)  # (T, C)
+        length = len(frames)
+        blocks = (frames[s:s + n] for s, n in self._plan(length, sample_rate))
+        out = np.concatenate(list(self._stream(blocks, length, sample_rate)), -1)
+        out = out[0] if x.ndim == 1 else out  # (M, T) or (C, M, T)
+        return torch.from_numpy(out).to(waveform.dtype) if is_torch else out.astype(x.dtype)
+
+    def enhance(self, waveform, sample_rate: int):
+        """The speech estimate, output 0: ``(T,)`` -> ``(T,)``, ``(C, T)`` -> ``(C, T)``."""
+        return self.separate(waveform, sample_rate)[..., 0, :]
+
+    # --- files ----------------------------------------------------------------------------
+
+    def enhance_file(self, src: str | os.PathLike, outputs: dict[str, str | os.PathLike]
+                     ) -> None:
+        """Stream ``src`` through the model and write float WAV files atomically.
+
+        Args:
+            outputs: ``{"speech": path}`` and optionally ``"noise"`` (the sum of outputs
+                1..M-1) or ``"s0"``, ``"s1"``... (single outputs).
+        Raises:
+            audio.AudioError: unreadable, empty or non-finite input.
+        """
+        info = audio.info(src)
+        tmp = {}
+        writers = {}
+        try:
+            for key, dst in outputs.items():
+                dst = Path(dst)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp[key] = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.",
+                                                suffix=".tmp")
+                os.close(fd)
+                writers[key] = sf.SoundFile(tmp[key], "w", info.sample_rate, info.channels,
+                                            subtype="FLOAT", format="WAV")
+            with sf.SoundFile(str(src)) as f:
+                def blocks():
+                    for start, n in self._plan(info.frames, info.sample_rate):
+                        f.seek(start)
+                        block = f.read(n, dtype="float32", always_2d=True)
+                        if not np.isfinite(block).all():
+                            raise audio.AudioError(src, "contains NaN or Inf")
+                        yield block
+
+                for out in self._stream(blocks(), info.frames, info.sample_rate):
+                    for key, w in writers.items():  # out: (C, M, n)
+                        if key == "speech":
+                            y = out[:, 0]
+                        elif key == "noise":
+                            y = out[:, 1:].sum(1)
+                        else:
+                            y = out[:, int(key[1:])]
+                        w.write(y.T)
+            for key, w in writers.items():
+                w.close()
+                os.replace(tmp[key], outputs[key])
+        except Exception as e:
+            if isinstance(e, audio.AudioError):
+                raise
+            if isinstance(e, sf.LibsndfileError | RuntimeError):
+                raise audio.AudioError(src, f"unreadable ({str(e).splitlines()[0]})") from None
+            raise
+        finally:
+            for key, w in writers.items():
+                if not w.closed:
+                    w.close()
+                Path(tmp[key]).unlink(missing_ok=True)
+
+    # --- the chunk machinery --------------------------------------------------------------
+
+    def _plan(self, length: int, sample_rate: int) -> list[tuple[int, int]]:
+        """``(start, frames)`` of overlapping blocks covering ``length`` samples."""
+        block = max(1, int(self.chunk_seconds * sample_rate))
+        overlap = int(self.overlap_seconds * sample_rate)
+        plan, start = [], 0
+        while True:
+            plan.append((start, min(block, length - start)))
+            if start + block >= length:
+                return plan
+            start += block - overlap
+
+    @torch.no_grad()
+    def _separate_block(self, block: np.ndarray, sample_rate: int) -> np.ndarray:
+        """``(n, C)`` at the input rate -> ``(C, M, n)`` at the input rate."""
+        n = len(block)
+        x = np.stack([audio.resample(block[:, ch], sample_rate, self.sample_rate)
+                      for ch in range(block.shape[1])])  # (C, n')
+        if x.shape[1] < 2 * getattr(self.model, "n_fft", 32):  # too short for the STFT
+            x = np.pad(x, ((0, 0), (0, 2 * getattr(self.model, "n_fft", 32) - x.shape[1])))
+        y = self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()  # (C, M, n')
+        out = np.stack([np.stack([_fit(audio.resample(y[c, m], self.sample_rate, sample_rate),
+                                       n) for m in range(y.shape[1])])
+                        for c in range(y.shape[0])])
+        return out  # (C, M, n)
+
+    def _stream(self, blocks: Iterator[np.ndarray], length: int, sample_rate: int
+                ) -> Iterator[np.ndarray]:
+        """Separate blocks and cross-fade their overlaps; yields ``(C, M, n)`` pieces."""
+        overlap = int(self.overlap_seconds * sample_rate)
+        plan = self._plan(length, sample_rate)
+        tail = None
+        for k, block in enumerate(blocks):
+            y = self._separate_block(block, sample_rate)
+            last = k == len(plan) - 1
+            if tail is not None:
+                if self.task == "separate":
+                    y = y[:, _best_permutation(tail, y[..., :overlap])]
+                w = np.linspace(0.0, 1.0, overlap, dtype=np.float32)
+                y[..., :overlap] = tail * (1 - w) + y[..., :overlap] * w
+            if last:
+                yield y
+            else:
+                tail = y[..., -overlap:].copy() if overlap else None
+                yield y[..., : y.shape[-1] - overlap]
+
+
+def _fit(x: np.ndarray, n: int) -> np.ndarray:
+    return x[:n] if len(x) >= n else np.pad(x, (0, n - len(x)))
+
+
+def _best_permutation(tail: np.ndarray, head: np.ndarray) -> list[int]:
+    """Order of the new block's outputs that best continues the previous block's."""
+    n_src = tail.shape[1]
+    sim = np.einsum("cmt,cnt->mn", tail, head)  # (M_prev, M_new)
+    if n_src <= 8:
+        best = max(itertools.permutations(range(n_src)),
+                   key=lambda p: sum(sim[m, p[m]] for m in range(n_src)))
+        return list(best)
+    order, free = [], set(range(n_src))
+    for m in range(n_src):
+        j = max(free, key=lambda j: sim[m, j])
+        order.append(j)
+        free.remove(j)
+    return order
