@@ -34,15 +34,24 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _memory_child(path: str) -> None:
+def _peak_mb() -> float:
+    """This process's own peak RSS. (ru_maxrss would include the parent's peak: Linux keeps
+    it across fork and exec.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _memory_child(path: str) -> None:
     from wildmix.enhance import Enhancer
 
     model = models.build("stft", models.model_args("stft", "cpu"))
     start = time.perf_counter()
     Enhancer(model, 16000, device="cpu").enhance_file(path, {"speech": path + ".out.wav"})
-    print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(time.perf_counter() - start, _peak_mb())
 
 
 def main(argv=None) -> None:

@@ -181,3 +181,17 @@ def test_harvest_noise_finds_only_speech_free_stretches(tiny_corpus, tmp_path, c
     assert total >= 3 * sr  # most of the 6 s of padding is found
     assert main(["data", "check", str(tmp_path), "--noise", "auto"]) == 0
     assert "noise found without speech (VAD)" in capsys.readouterr().out
+
+
+def test_noise_augment_adds_noise_to_first_mixture(salted):
+    index = data.index_folder(salted)
+    speech = [c for c in index.clips if c.path.endswith("mono16k.wav")]  # 440 Hz
+    noise = [c for c in index.clips if c.path.endswith("rate48k.wav")]  # 3 kHz
+    plain = data.MixtureDataset(speech, noise, examples_per_epoch=4)[0][0].numpy()
+    mixed = data.MixtureDataset(speech, noise, noise_augment=1.0, examples_per_epoch=4)
+    first = mixed[0][0].numpy()
+    spectrum = np.abs(np.fft.rfft(first))
+    freqs = np.fft.rfftfreq(len(first), 1 / 16000)
+    assert spectrum[np.argmin(np.abs(freqs - 3000))] > 100 * spectrum[np.argmin(
+        np.abs(freqs - 3000)) + 400]  # the noise's tone is now in the noisy mixture
+    assert abs(_peak_freq(plain, 16000) - 440) < 2

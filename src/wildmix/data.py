@@ -166,13 +166,39 @@ def read_crop(clip: Clip, sample_rate: int, length: int, rng: np.random.Generato
     return out
 
 
-class MixtureDataset(torch.utils.data.Dataset):
+class _SegmentDataset(torch.utils.data.Dataset):
+    """Fixed-length random segments; item ``i`` of epoch ``e`` depends only on ``(seed, e, i)``."""
+
+    def __init__(self, sample_rate: int, segment_seconds: float, examples_per_epoch: int,
+                 seed: int):
+        self.sample_rate = sample_rate
+        self.length = int(round(segment_seconds * sample_rate))
+        self.examples_per_epoch, self.seed, self.epoch = examples_per_epoch, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.examples_per_epoch
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+
+def _duration_weights(clips: Sequence[Clip]) -> np.ndarray:
+    durations = np.array([c.duration for c in clips])
+    return durations / durations.sum()
+
+
+class MixtureDataset(_SegmentDataset):
     """Mixtures of mixtures for MixIT: each item is ``(2, T)``, the two reference mixtures.
 
     Enhancement (``noise`` given): ``[noisy speech, noise only]``; separation (``noise`` is
     None): ``[noisy, noisy]`` from two different draws. Crops are drawn with probability
     proportional to clip duration; the first mixture is set to an RMS level drawn from
     ``level_db`` and the second to that level plus a gain drawn from ``relative_gain_db``.
+    With ``noise_augment=p`` (enhancement), the first mixture gets, with probability p, extra
+    noise from the noise set 0 to 10 dB below it (noise augmentation, Saito et al. 2021).
     Items depend only on ``(seed, epoch, index)``, so worker processes do not change them.
     """
 
@@ -186,39 +212,41 @@ class MixtureDataset(torch.utils.data.Dataset):
         relative_gain_db: tuple[float, float] = (-5.0, 5.0),
         level_db: tuple[float, float] = (-30.0, -20.0),
         pad_short: bool = True,
+        noise_augment: float = 0.0,
         seed: int = 0,
     ):
         if not recordings:
             raise DataError("no recordings to draw mixtures from")
         if noise is not None and not noise:
             raise DataError("noise-only set is empty")
+        super().__init__(sample_rate, segment_seconds, examples_per_epoch, seed)
         self.recordings, self.noise = list(recordings), None if noise is None else list(noise)
-        self.sample_rate = sample_rate
-        self.length = int(round(segment_seconds * sample_rate))
-        self.examples_per_epoch = examples_per_epoch
         self.relative_gain_db, self.level_db = relative_gain_db, level_db
-        self.pad_short, self.seed, self.epoch = pad_short, seed, 0
+        self.pad_short, self.noise_augment = pad_short, noise_augment
+        self._p_recordings = _duration_weights(self.recordings)
+        self._p_noise = None if self.noise is None else _duration_weights(self.noise)
         self._bad: set[str] = set()
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.examples_per_epoch
-
     def __getitem__(self, index: int) -> torch.Tensor:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        first = self._draw(self.recordings, rng)
-        second = self._draw(self.noise if self.noise is not None else self.recordings, rng)
+        rng = self._rng(index)
+        first = self._draw(self.recordings, self._p_recordings, rng)
+        if self.noise is None:
+            second = self._draw(self.recordings, self._p_recordings, rng)
+        else:
+            second = self._draw(self.noise, self._p_noise, rng)
         level = rng.uniform(*self.level_db)
         gain = rng.uniform(*self.relative_gain_db)
+        if self.noise is not None and rng.random() < self.noise_augment:
+            extra = self._draw(self.noise, self._p_noise, rng)
+            first = first + _at_level(extra, 20 * np.log10(max(_rms(first), 1e-8))
+                                      - rng.uniform(0, 10))
         first = _at_level(first, level)
         second = _at_level(second, level + gain)
         return torch.from_numpy(np.stack([first, second]))
 
-    def _draw(self, clips: list[Clip], rng: np.random.Generator, tries: int = 20) -> np.ndarray:
-        durations = np.array([c.frames / c.sample_rate for c in clips])
-        p = durations / durations.sum()
+    def _draw(self, clips: list[Clip], p: np.ndarray, rng: np.random.Generator,
+              tries: int = 20) -> np.ndarray:
+        """A usable crop from ``clips`` drawn with probabilities ``p``."""
         for _ in range(tries):
             clip = clips[int(rng.choice(len(clips), p=p))]
             if clip.path in self._bad:
@@ -280,7 +308,7 @@ def paired_clips(noisy_dir: str | os.PathLike, clean_dir: str | os.PathLike,
     return pairs
 
 
-class PairedDataset(torch.utils.data.Dataset):
+class PairedDataset(_SegmentDataset):
     """Aligned crops ``(2, T)``: ``[noisy, clean]``, for supervised training.
 
     The noisy crop is set to an RMS level drawn from ``level_db``; the clean crop gets the
@@ -292,21 +320,13 @@ class PairedDataset(torch.utils.data.Dataset):
                  level_db: tuple[float, float] = (-30.0, -20.0), seed: int = 0):
         if not pairs:
             raise DataError("no noisy/clean pairs")
-        self.pairs, self.sample_rate = list(pairs), sample_rate
-        self.length = int(round(segment_seconds * sample_rate))
-        self.examples_per_epoch, self.level_db, self.seed, self.epoch = (
-            examples_per_epoch, level_db, seed, 0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.examples_per_epoch
+        super().__init__(sample_rate, segment_seconds, examples_per_epoch, seed)
+        self.pairs, self.level_db = list(pairs), level_db
+        self._p = _duration_weights([n for n, _ in self.pairs])
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        durations = np.array([n.duration for n, _ in self.pairs])
-        noisy, clean = self.pairs[int(rng.choice(len(self.pairs), p=durations / durations.sum()))]
+        rng = self._rng(index)
+        noisy, clean = self.pairs[int(rng.choice(len(self.pairs), p=self._p))]
         # the same random crop of both: draw it once and replay the generator state
         state = rng.bit_generator.state
         x = read_crop(noisy, self.sample_rate, self.length, rng)

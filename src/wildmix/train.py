@@ -161,27 +161,6 @@ class _StepSampler(torch.utils.data.Sampler):
         return (self.stop - self.start) * self.batch
 
 
-class _NoiseAugmented(torch.utils.data.Dataset):
-    """Adds extra noise to the noisy mixture with probability ``p`` (Saito et al. 2021)."""
-
-    def __init__(self, base: wdata.MixtureDataset, noise: list, p: float):
-        self.base, self.noise, self.p = base, noise, p
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, index):
-        item = self.base[index]
-        rng = np.random.default_rng([self.base.seed, 99, index])
-        if rng.random() < self.p:
-            extra = self.base._draw(self.noise, rng)
-            gain = 10 ** (rng.uniform(-10, 0) / 20)
-            extra = extra * gain * float(item[0].pow(2).mean().sqrt()) / max(
-                float(np.sqrt(np.mean(extra ** 2))), 1e-8)
-            item[0] += torch.from_numpy(extra.astype(np.float32))
-        return item
-
-
 def _ignore_sigint(_):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
 
@@ -213,9 +192,7 @@ def _datasets(c: TrainConfig, total_examples: int):
         train = wdata.MixtureDataset(
             recordings, noise_clips if c.task == "enhance" else None, c.sample_rate,
             c.segment_seconds, total_examples, relative_gain_db=c.relative_gain_db,
-            seed=c.seed)
-        if c.noise_augment > 0 and noise_clips:
-            train = _NoiseAugmented(train, noise_clips, c.noise_augment)
+            noise_augment=c.noise_augment, seed=c.seed)
 
     valid_mix, paired = None, []
     if c.valid:
