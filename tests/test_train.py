@@ -145,3 +145,17 @@ def test_enhance_never_overwrites_inputs(tiny_corpus, tmp_path, capsys):
     assert main(["enhance", str(run), str(src), "--out", str(src), "--no-progress"]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+
+
+def test_separation_on_sounds_corpus(tiny_sounds, tmp_path):
+    out = tmp_path / "sep"
+    summary = train.train(_config(tiny_sounds, out, task="separate", max_steps=6,
+                                  valid_every=3), progress=False)
+    assert summary["step"] == 6
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"].endswith("train/mixture") and config["n_sources"] == 4
+    assert any("valid_mixit" in line for line in (out / "log.jsonl").read_text().splitlines())
+    assert main(["enhance", str(out), str(tiny_sounds / "test" / "mixture"), "--out",
+                 str(tmp_path / "o"), "--no-progress"]) == 0
+    assert len(list((tmp_path / "o").glob("*_s3.wav"))) == len(
+        list((tiny_sounds / "test" / "mixture").iterdir()))

@@ -89,7 +89,11 @@ class TrainConfig:
         if c.strategy not in ("mixit", "supervised"):
             raise ValueError(f"strategy must be 'mixit' or 'supervised', got {c.strategy!r}")
         root = Path(c.data)
-        if (root / "manifest.jsonl").is_file() and (root / "train").is_dir():
+        if (root / "manifest.jsonl").is_file() and (root / "train" / "mixture").is_dir():
+            c.data = str(root / "train" / "mixture")  # a --kind sounds corpus
+            if c.valid is None and (root / "valid" / "mixture").is_dir():
+                c.valid = str(root / "valid" / "mixture")
+        elif (root / "manifest.jsonl").is_file() and (root / "train").is_dir():
             c.data = str(root / "train" / "noisy")
             if c.task == "enhance" and c.noise is None:
                 c.noise = str(root / "train" / "noise")
