@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from wildmix import models
-from wildmix.mixit import enhancement_constraint, mixit
+from wildmix.mixit import enhancement_constraint, mixit_loss
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -85,7 +85,7 @@ def main(argv=None) -> None:
                 allowed = enhancement_constraint(3)
 
                 def step(m=model, o=opt, a=allowed):
-                    loss = mixit(batch, m(batch.sum(1)), allowed=a).loss
+                    loss = mixit_loss(batch, m(batch.sum(1)), allowed=a).loss
                     o.zero_grad()
                     loss.backward()
                     o.step()

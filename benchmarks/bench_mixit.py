@@ -17,7 +17,7 @@ import time
 import torch
 
 from wildmix.losses import neg_snr
-from wildmix.mixit import mixit
+from wildmix.mixit import mixit_loss
 
 
 def naive_mixit(mixtures: torch.Tensor, estimates: torch.Tensor, chunk: int = 16) -> torch.Tensor:
@@ -73,9 +73,9 @@ def main(argv=None) -> None:
     for n_src in (4, 8, 12, 16):
         mixtures = torch.randn(args.batch, 2, length, generator=g)
         estimates = torch.randn(args.batch, n_src, length, generator=g)
-        exact = timed(lambda x, s: mixit(x, s, search="exact").loss, mixtures, estimates,
+        exact = timed(lambda x, s: mixit_loss(x, s, search="exact").loss, mixtures, estimates,
                       args.repeats, 30)
-        efficient = timed(lambda x, s: mixit(x, s, search="efficient").loss, mixtures,
+        efficient = timed(lambda x, s: mixit_loss(x, s, search="efficient").loss, mixtures,
                           estimates, args.repeats, 30)
         if n_src <= args.naive_max_m:
             naive = timed(naive_mixit, mixtures, estimates, args.repeats, 60)

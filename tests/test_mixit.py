@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wildmix.losses import neg_sisnr, neg_snr
-from wildmix.mixit import constraint, enhancement_constraint, mixit, mixture_consistency
+from wildmix.mixit import constraint, enhancement_constraint, mixit_loss, mixture_consistency
 
 
 def brute_force(mixtures, estimates, loss_fn, allowed=None):
@@ -65,7 +65,7 @@ def test_exact_matches_brute_force(loss, n_mix, n_src):
         n_batch = 1 + seed % 3
         length = 50 + 37 * (seed % 5)
         x, s = _problem(seed, n_batch, n_mix, n_src, length, structured)
-        result = mixit(x, s, loss=loss, reduction="none")
+        result = mixit_loss(x, s, loss=loss, reduction="none")
         oracle, _ = brute_force(x.double(), s.double(), LOSSES[loss])
         torch.testing.assert_close(result.loss.double(), oracle, rtol=1e-4, atol=1e-4)
         assert result.mixing.shape == (n_batch, n_mix, n_src)
@@ -77,7 +77,7 @@ def test_exact_with_constraints_matches_brute_force(loss):
     for seed, (n_mix, n_src) in enumerate([(2, 3), (2, 6), (3, 4), (3, 5)]):
         x, s = _problem(seed, 3, n_mix, n_src, 120, structured=False)
         allowed = constraint(n_mix, n_src, force={0: 0}, forbid=[(n_src - 1, 1)])
-        result = mixit(x, s, loss=loss, allowed=allowed, reduction="none")
+        result = mixit_loss(x, s, loss=loss, allowed=allowed, reduction="none")
         oracle, _ = brute_force(x.double(), s.double(), LOSSES[loss], allowed)
         torch.testing.assert_close(result.loss.double(), oracle, rtol=1e-4, atol=1e-4)
         assert torch.all(result.mixing[:, 0, 0] == 1)
@@ -86,7 +86,7 @@ def test_exact_with_constraints_matches_brute_force(loss):
         per_example = torch.ones(3, n_mix, n_src, dtype=torch.bool)
         per_example[1, 1:, 1] = False  # example 1: output 1 forced to mixture 0
         per_example[2, 0, 0] = False  # example 2: output 0 never in mixture 0
-        result = mixit(x, s, loss=loss, allowed=per_example, reduction="none")
+        result = mixit_loss(x, s, loss=loss, allowed=per_example, reduction="none")
         oracle, _ = brute_force(x.double(), s.double(), LOSSES[loss], per_example)
         torch.testing.assert_close(result.loss.double(), oracle, rtol=1e-4, atol=1e-4)
         assert result.mixing[1, 0, 1] == 1 and result.mixing[2, 0, 0] == 0
@@ -98,9 +98,9 @@ def test_enhancement_constraint_forces_speech_into_noisy_mixture():
     speech = torch.randn(1, 1, 400)
     x = torch.cat([speech + noise, noise], 1)
     s = torch.cat([noise, speech, torch.zeros(1, 1, 400)], 1)
-    free = mixit(x, s)
+    free = mixit_loss(x, s)
     assert free.mixing[0, 1, 0] == 1
-    forced = mixit(x, s, allowed=enhancement_constraint(3))
+    forced = mixit_loss(x, s, allowed=enhancement_constraint(3))
     assert forced.mixing[0, 0, 0] == 1
     assert forced.loss > free.loss
 
@@ -114,8 +114,8 @@ def test_efficient_exact_on_partition(loss, n_mix, n_src):
     truth[:, :n_mix] = torch.arange(n_mix)  # every mixture non-empty
     a = torch.nn.functional.one_hot(truth, n_mix).permute(0, 2, 1).float()
     x = a @ sources
-    eff = mixit(x, sources, loss=loss, search="efficient", reduction="none")
-    exact = mixit(x, sources, loss=loss, search="exact", reduction="none")
+    eff = mixit_loss(x, sources, loss=loss, search="efficient", reduction="none")
+    exact = mixit_loss(x, sources, loss=loss, search="exact", reduction="none")
     torch.testing.assert_close(eff.mixing, a)
     torch.testing.assert_close(exact.mixing, a)
     torch.testing.assert_close(eff.loss, exact.loss)
@@ -126,14 +126,14 @@ def test_efficient_never_below_exact(loss):
     for seed in range(20):
         n_mix, n_src = (2, 3 + seed % 6) if seed % 3 else (3, 4)
         x, s = _problem(seed, 4, n_mix, n_src, 200, structured=seed % 2 == 0)
-        eff = mixit(x, s, loss=loss, search="efficient", reduction="none")
-        exact = mixit(x, s, loss=loss, search="exact", reduction="none")
+        eff = mixit_loss(x, s, loss=loss, search="efficient", reduction="none")
+        exact = mixit_loss(x, s, loss=loss, search="exact", reduction="none")
         assert torch.all(eff.loss >= exact.loss - 1e-4)
 
 
 def test_efficient_large_m_and_constraint():
     x, s = _problem(0, 2, 2, 64, 500)
-    result = mixit(x, s, search="efficient", allowed=enhancement_constraint(64))
+    result = mixit_loss(x, s, search="efficient", allowed=enhancement_constraint(64))
     assert result.mixing.shape == (2, 2, 64)
     assert torch.all(result.mixing[:, 0, 0] == 1)
     assert torch.isfinite(result.loss)
@@ -145,7 +145,7 @@ def test_gradcheck_float64():
     for loss in ("snr", "sisnr"):
         for search in ("exact", "efficient"):
             assert torch.autograd.gradcheck(
-                lambda est, loss=loss, search=search: mixit(x, est, loss=loss,
+                lambda est, loss=loss, search=search: mixit_loss(x, est, loss=loss,
                                                             search=search).loss, (s,)
             )
 
@@ -165,7 +165,7 @@ def test_no_nan(loss, search, case):
     if case == "all_silent":
         x[:] = 0
     s.requires_grad_(True)
-    result = mixit(x, s, loss=loss, search=search)
+    result = mixit_loss(x, s, loss=loss, search=search)
     result.loss.backward()
     assert torch.isfinite(result.loss)
     assert torch.isfinite(s.grad).all()
@@ -192,7 +192,7 @@ def test_no_nan(loss, search, case):
 )
 def test_bad_calls(x_shape, s_shape, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        mixit(torch.randn(x_shape), torch.randn(s_shape), **kwargs)
+        mixit_loss(torch.randn(x_shape), torch.randn(s_shape), **kwargs)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
@@ -201,7 +201,7 @@ def test_non_finite_input(bad, where):
     x, s = torch.randn(2, 2, 100), torch.randn(2, 4, 100)
     (x if where == "mixtures" else s)[1, 0, 7] = bad
     with pytest.raises(ValueError, match=f"{where} contain NaN or Inf"):
-        mixit(x, s)
+        mixit_loss(x, s)
 
 
 def test_constraint_bad_index():
@@ -234,8 +234,8 @@ def test_cuda_if_available():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     x, s = _problem(1, 2, 2, 6, 400)
-    cpu = mixit(x, s, reduction="none")
-    gpu = mixit(x.cuda(), s.cuda(), reduction="none")
+    cpu = mixit_loss(x, s, reduction="none")
+    gpu = mixit_loss(x.cuda(), s.cuda(), reduction="none")
     torch.testing.assert_close(gpu.loss.cpu(), cpu.loss, rtol=1e-4, atol=1e-4)
 
 
@@ -243,4 +243,4 @@ def test_overflowing_input():
     x, s = torch.randn(2, 2, 100), torch.randn(2, 4, 100)
     s[0, 0, 3] = 1e30  # finite, but its float32 energy is not
     with pytest.raises(ValueError, match="too large"):
-        mixit(x, s)
+        mixit_loss(x, s)

@@ -46,7 +46,7 @@ def constraint(
     force: Mapping[int, int] | None = None,
     forbid: Iterable[tuple[int, int]] = (),
 ) -> torch.Tensor:
-    """Build an ``allowed`` mask for :func:`mixit`.
+    """Build an ``allowed`` mask for :func:`mixit_loss`.
 
     Args:
         n_mixtures: N.
@@ -74,7 +74,7 @@ def enhancement_constraint(n_sources: int, n_mixtures: int = 2) -> torch.Tensor:
     return constraint(n_mixtures, n_sources, force={0: 0})
 
 
-def mixit(
+def mixit_loss(
     mixtures: torch.Tensor,
     estimates: torch.Tensor,
     loss: str | Callable[..., torch.Tensor] = "snr",

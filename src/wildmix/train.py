@@ -25,7 +25,7 @@ import torch
 
 from wildmix import data as wdata
 from wildmix import losses, models
-from wildmix.mixit import enhancement_constraint, mixit
+from wildmix.mixit import enhancement_constraint, mixit_loss
 
 log = logging.getLogger("wildmix")
 
@@ -125,7 +125,7 @@ def _mixit_loss(model, batch: torch.Tensor, c: TrainConfig, allowed) -> torch.Te
     estimates = model(batch.sum(1)).float()  # (B, M, T)
     if not torch.isfinite(estimates).all():
         return estimates.new_tensor(float("nan"))
-    result = mixit(batch, estimates, loss=c.loss, search=c.search, allowed=allowed,
+    result = mixit_loss(batch, estimates, loss=c.loss, search=c.search, allowed=allowed,
                    snr_max=c.snr_max)
     loss = result.loss
     if c.sparsity:
@@ -243,7 +243,7 @@ def validate(model, c: TrainConfig, valid_mix, paired, device, allowed) -> dict:
                                  range(start, min(len(valid_mix), start + c.batch_size))])
             batch = batch.to(device)
             est = model(batch.sum(1)).float()
-            values.append(mixit(batch, est, loss=c.loss, search=c.search, allowed=allowed,
+            values.append(mixit_loss(batch, est, loss=c.loss, search=c.search, allowed=allowed,
                                 snr_max=c.snr_max, reduction="none").loss)
         out["valid_mixit"] = float(torch.cat(values).mean())
     if paired:
