@@ -159,3 +159,23 @@ def test_separation_on_sounds_corpus(tiny_sounds, tmp_path):
                  str(tmp_path / "o"), "--no-progress"]) == 0
     assert len(list((tmp_path / "o").glob("*_s3.wav"))) == len(
         list((tiny_sounds / "test" / "mixture").iterdir()))
+
+
+def test_unexpected_error_keeps_progress(tiny_corpus, tmp_path, monkeypatch):
+    real = train.STRATEGIES["mixit"]
+    calls = {"n": 0}
+
+    def failing(model, batch, c, allowed):
+        calls["n"] += 1
+        if calls["n"] == 15:
+            raise RuntimeError("disk on fire")
+        return real(model, batch, c, allowed)
+
+    monkeypatch.setitem(train.STRATEGIES, "mixit", failing)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        train.train(_config(tiny_corpus, tmp_path / "r", max_steps=40, valid_every=100),
+                    progress=False)
+    assert models.load_checkpoint(tmp_path / "r" / "last.pt")["step"] == 14
+    monkeypatch.setitem(train.STRATEGIES, "mixit", real)
+    assert train.train(_config(tiny_corpus, tmp_path / "r", max_steps=40, valid_every=100),
+                       progress=False)["step"] == 40

@@ -165,8 +165,11 @@ class _StepSampler(torch.utils.data.Sampler):
         return (self.stop - self.start) * self.batch
 
 
-def _ignore_sigint(_):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
+def _ignore_signals(_):
+    # Ctrl-C and a scheduler's SIGTERM reach the whole process group: the main process saves
+    # and stops the workers itself, so they must not die first
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _datasets(c: TrainConfig, total_examples: int):
@@ -243,8 +246,9 @@ def validate(model, c: TrainConfig, valid_mix, paired, device, allowed) -> dict:
                                  range(start, min(len(valid_mix), start + c.batch_size))])
             batch = batch.to(device)
             est = model(batch.sum(1)).float()
-            values.append(mixit_loss(batch, est, loss=c.loss, search=c.search, allowed=allowed,
-                                snr_max=c.snr_max, reduction="none").loss)
+            values.append(mixit_loss(batch, est, loss=c.loss, search=c.search,
+                                     allowed=allowed, snr_max=c.snr_max,
+                                     reduction="none").loss)
         out["valid_mixit"] = float(torch.cat(values).mean())
     if paired:
         est_scores, noisy_scores = [], []
@@ -321,7 +325,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=c.batch_size,
         sampler=_StepSampler(step, c.max_steps, c.batch_size, rank, world),
-        num_workers=c.workers, worker_init_fn=_ignore_sigint if c.workers else None,
+        num_workers=c.workers, worker_init_fn=_ignore_signals if c.workers else None,
         prefetch_factor=4 if c.workers else None, pin_memory=device.type == "cuda")
     net = model
     if world > 1:
@@ -363,7 +367,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
 
         bar = tqdm(total=c.max_steps, initial=step, unit="step", dynamic_ncols=True,
                    desc=f"{c.strategy} {c.model}")
-    start_time = time.perf_counter()
+    start_time, start_step = time.perf_counter(), step
     deadline = start_time + 60 * c.max_minutes if c.max_minutes else None
     consecutive_bad, running, since_log, t_log = 0, [], 0, time.perf_counter()
     net.train()
@@ -439,6 +443,13 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                      stopped_by, step, last_path)
         if rank == 0 and not best_path.exists():
             save("best")  # no validation set: the last weights are the best we know
+    except TrainingError:
+        raise
+    except BaseException:
+        if step > start_step:  # keep what was learnt since the last save, then fail
+            save("last")
+            log.error("training failed at step %d; progress saved in %s", step, last_path)
+        raise
     finally:
         if bar:
             bar.close()
