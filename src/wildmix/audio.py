@@ -7,8 +7,10 @@ the reason in one line, so that callers can skip the file with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,14 +142,33 @@ def scan(path: str | os.PathLike, block_seconds: float = 30.0) -> tuple[AudioInf
     return i, peak
 
 
-def write(path: str | os.PathLike, x: np.ndarray, sample_rate: int,
-          subtype: str = "FLOAT") -> None:
-    """Write ``(T,)`` or ``(T, C)`` atomically (temporary file, then rename)."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary path beside ``path``, renamed onto it when the block succeeds.
+
+    Readers never see a half-written file; on any error the temporary file is removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def rms(x: np.ndarray) -> float:
+    """Root mean square in float64; 0 for an empty array."""
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+
+
+def write(path: str | os.PathLike, x: np.ndarray, sample_rate: int,
+          subtype: str = "FLOAT") -> None:
+    """Write ``(T,)`` or ``(T, C)`` atomically (temporary file, then rename)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
         channels = 1 if x.ndim == 1 else x.shape[1]
         with sf.SoundFile(tmp, "w", sample_rate, channels, subtype=subtype,
                           format=_format(path)) as f:
@@ -155,10 +176,6 @@ def write(path: str | os.PathLike, x: np.ndarray, sample_rate: int,
             # without it the same audio gives the same bytes
             sf._snd.sf_command(f._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
             f.write(x)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _format(path: Path) -> str:

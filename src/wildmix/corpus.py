@@ -276,13 +276,9 @@ def _generated_noise(kind: str, n: int, sr: int, rng: np.random.Generator,
         x = np.zeros(n, np.float32)
         for _ in range(int(rng.integers(3, 7))):
             s = babble[int(rng.integers(len(babble)))]
-            x += _fit(s / (_rms(s) + 1e-8), n, rng)
+            x += _fit(s / (audio.rms(s) + 1e-8), n, rng)
         return x
     raise CorpusError(f"unknown generated noise {kind!r}")
-
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
 def _fit(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -413,7 +409,7 @@ def _noise(item: Item, n: int, sr: int, rng: np.random.Generator,
         x = _generated_noise(ref, n, sr, rng, babble)
     else:
         x = _fit(_load(ref, sr), n, rng)
-        if _rms(x) < 1e-5:  # a silent stretch of a recording: fall back to pink noise
+        if audio.rms(x) < 1e-5:  # a silent stretch of a recording: fall back to pink noise
             item.noise = "generated:pink"
             x = _generated_noise("pink", n, sr, rng, babble)
     return x
@@ -427,7 +423,7 @@ def _render_speech(args) -> dict:
     if item.role == "noise":
         n = int(sr * rng.uniform(4.0, 10.0))
         noise = _noise(item, n, sr, rng, babble)
-        gain = 10 ** (item.level_db / 20) / (_rms(noise) + 1e-12)
+        gain = 10 ** (item.level_db / 20) / (audio.rms(noise) + 1e-12)
         noise = (noise * gain).astype(np.float32)
         gain *= _limit(noise)
         noise = _scaled(noise, _limit(noise))
@@ -437,7 +433,7 @@ def _render_speech(args) -> dict:
         return record
     clean = _speech(_speech_paths(item, Path(cache)), sr, rng)
     noise = _noise(item, len(clean), sr, rng, babble)
-    speech_gain = 10 ** (item.level_db / 20) / (_rms(clean) + 1e-12)
+    speech_gain = 10 ** (item.level_db / 20) / (audio.rms(clean) + 1e-12)
     clean = (clean * speech_gain).astype(np.float32)
     # scale the noise for the drawn SNR, in float64, then fix both as float32
     noise_gain = np.sqrt(np.sum(np.square(clean, dtype=np.float64))
@@ -484,7 +480,7 @@ def _render_sounds(args) -> dict:
         else:
             origin = pool[int(rng.integers(len(pool)))]
         x = _load(origin[1], sr)
-        if _rms(x) < 1e-5:
+        if audio.rms(x) < 1e-5:
             x = _generated_noise("pink", n, sr, rng, [])
             origin = ("generated", "pink")
         s = np.zeros(n, np.float32)
@@ -496,7 +492,7 @@ def _render_sounds(args) -> dict:
             s[start:start + length] = x[:length]
         level = float(rng.uniform(-35, -20)) if j == 0 else float(rng.uniform(-30, -15))
         active = s[np.abs(s) > 0]
-        s = (s * 10 ** (level / 20) / (_rms(active) + 1e-12)).astype(np.float32)
+        s = (s * 10 ** (level / 20) / (audio.rms(active) + 1e-12)).astype(np.float32)
         sources.append(s)
         source_file = origin[1] if origin[0] != "speech" else Path(origin[1]).name
         record_sources.append({"source_package": origin[0], "source_file": source_file,
@@ -569,14 +565,12 @@ def build(
     for r in records:
         _annotate(r)
     manifest = out / "manifest.jsonl"
-    tmp = manifest.with_suffix(".tmp")
     header = {"corpus": "wildmix-builtin", "kind": kind, "size": size, "seed": seed,
               "sample_rate": sample_rate, "snr_range_db": list(snr_range)}
-    with open(tmp, "w") as f:
+    with audio.atomic_path(manifest) as tmp, open(tmp, "w") as f:
         f.write(json.dumps({"header": header}) + "\n")
         for r in records:
             f.write(json.dumps(r, sort_keys=True) + "\n")
-    os.replace(tmp, manifest)
     return manifest
 
 

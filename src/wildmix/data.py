@@ -238,7 +238,7 @@ class MixtureDataset(_SegmentDataset):
         gain = rng.uniform(*self.relative_gain_db)
         if self.noise is not None and rng.random() < self.noise_augment:
             extra = self._draw(self.noise, self._p_noise, rng)
-            first = first + _at_level(extra, 20 * np.log10(max(_rms(first), 1e-8))
+            first = first + _at_level(extra, 20 * np.log10(max(audio.rms(first), 1e-8))
                                       - rng.uniform(0, 10))
         first = _at_level(first, level)
         second = _at_level(second, level + gain)
@@ -257,18 +257,14 @@ class MixtureDataset(_SegmentDataset):
                 self._bad.add(clip.path)
                 log.warning("skipping %s: %s", e.path, e.reason)
                 continue
-            if _rms(x) > 1e-5:  # skip a digitally silent stretch
+            if audio.rms(x) > 1e-5:  # skip a digitally silent stretch
                 return x
         raise DataError(f"could not draw a usable crop in {tries} tries "
                         f"({len(self._bad)} files failed while loading)")
 
 
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
-
-
 def _at_level(x: np.ndarray, level_db: float) -> np.ndarray:
-    return (x * (10 ** (level_db / 20) / max(_rms(x), 1e-8))).astype(np.float32)
+    return (x * (10 ** (level_db / 20) / max(audio.rms(x), 1e-8))).astype(np.float32)
 
 
 def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, workers: int = 2,
@@ -332,5 +328,5 @@ class PairedDataset(_SegmentDataset):
         x = read_crop(noisy, self.sample_rate, self.length, rng)
         rng.bit_generator.state = state
         s = read_crop(clean, self.sample_rate, self.length, rng)
-        gain = 10 ** (rng.uniform(*self.level_db) / 20) / max(_rms(x), 1e-8)
+        gain = 10 ** (rng.uniform(*self.level_db) / 20) / max(audio.rms(x), 1e-8)
         return torch.from_numpy(np.stack([x * gain, s * gain]).astype(np.float32))

@@ -8,7 +8,6 @@ sample rate, training config, versions), saved atomically and loaded with
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -57,17 +56,11 @@ def versions() -> dict:
 
 def save_checkpoint(path: str | os.PathLike, **content) -> None:
     """Write ``content`` (plain data and tensors) atomically: temporary file, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    from wildmix.audio import atomic_path
+
+    with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(),
                     **content}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
