@@ -21,3 +21,33 @@ def test_public_api_names():
 def test_corpus_packages_command(capsys):
     assert main(["corpus", "packages", "--size", "tiny"]) == 0
     assert capsys.readouterr().out.split() == ["flite", "qabcs-data"]
+
+
+def test_evaluate_command(tiny_corpus, tmp_path, capsys):
+
+    from wildmix import models
+
+    args = models.model_args("stft", "tiny", n_sources=3)
+    model = models.build("stft", args)
+    run = tmp_path / "runs" / "tinyrun"
+    models.save_checkpoint(run / "best.pt", model_name="stft", model_args=args,
+                           state_dict=model.state_dict(), sample_rate=16000, task="enhance")
+    out = tmp_path / "report"
+    assert main(["evaluate", "--data", str(tiny_corpus / "test"), "--model", str(run),
+                 "--baseline", "noisy", "--metrics", "si_snr,si_snri", "--limit", "2",
+                 "--examples", "1", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| tinyrun |" in printed and "| noisy |" in printed and "report.html" in printed
+    assert (out / "report.html").is_file() and (out / "results.json").is_file()
+
+    for argv, message in (
+            (["--baseline", "wiener"], "unknown baseline 'wiener'"),
+            (["--metrics", "mos"], "unknown metrics"),
+            (["--model", str(tmp_path / "nothing")], "nothing"),
+    ):
+        rc = main(["evaluate", "--data", str(tiny_corpus / "test"), "--out", str(out),
+                   "--no-progress", *argv])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and message in err and len(err.splitlines()) == 1, err
+    rc = main(["evaluate", "--data", str(tmp_path), "--baseline", "noisy", "--out", str(out)])
+    assert rc == 2 and "expected noisy/ and clean/" in capsys.readouterr().err

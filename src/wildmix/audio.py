@@ -8,6 +8,7 @@ the reason in one line, so that callers can skip the file with a warning.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -153,10 +154,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        # mkstemp makes the file private (0600); give it the mode a plain open() would
+        os.chmod(tmp, 0o666 & ~_umask())
         yield tmp
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; read once, as it is process-wide
+    os.umask(mask)
+    return mask
 
 
 def rms(x: np.ndarray) -> float:

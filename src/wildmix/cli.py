@@ -129,6 +129,49 @@ def _score(args) -> int:
     return 0
 
 
+def _method_name(path: str, taken: dict) -> str:
+    from pathlib import Path
+
+    p = Path(path)
+    name = p.parent.name if p.is_file() and p.stem in ("best", "last") else p.name
+    name = name.removesuffix(".pt") or str(p)
+    base, k = name, 2
+    while name in taken:
+        name, k = f"{base}-{k}", k + 1
+    return name
+
+
+def _evaluate(args) -> int:
+    from wildmix import evaluate
+
+    task = evaluate.task_of(args.data)
+    methods = {}
+    baselines = [b for b in (args.baseline or "").split(",") if b and b != "none"]
+    if args.baseline is None:
+        baselines = list(evaluate.BASELINES) if task == "enhance" else ["noisy"]
+    for b in baselines:
+        if b not in evaluate.BASELINES:
+            raise ValueError(f"unknown baseline {b!r}; choose from "
+                             f"{', '.join(evaluate.BASELINES)} or none")
+        if task == "separate" and b != "noisy":
+            raise ValueError(f"baseline {b!r} is for enhancement; {args.data} is a "
+                             "separation set")
+        methods[b] = evaluate.BASELINES[b]
+    for path in args.model or []:
+        methods[_method_name(path, methods)] = evaluate.model_method(path, task, args.device)
+    for folder in args.enhanced or []:
+        methods[_method_name(folder, methods)] = evaluate.folder_method(folder)
+    if not methods:
+        raise ValueError("nothing to evaluate: give --model, --enhanced or --baseline")
+    metrics = args.metrics.split(",") if args.metrics else None
+    results = evaluate.evaluate(args.data, methods, metrics=metrics, limit=args.limit,
+                                keep_outputs=args.examples, progress=not args.no_progress)
+    paths = results.save(args.out, examples=args.examples)
+    print(results.table())
+    print(f"\nreport: {paths['html']}  (results: {paths['json']}, {paths['markdown']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wildmix",
@@ -221,6 +264,25 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("data", help="paired folder with noisy/ and clean/")
     sc.add_argument("enhanced", help="folder of enhanced files with the noisy files' names")
     sc.set_defaults(func=_score)
+
+    ev = commands.add_parser(
+        "evaluate", help="score models and baselines on a paired set (SI-SNRi, PESQ, ESTOI; "
+                         "MSi and 1S for separation) and write a report with audio")
+    ev.add_argument("--data", required=True,
+                    help="paired folder: noisy/ + clean/, or mixture/ + sources/")
+    ev.add_argument("--model", nargs="+", help="run folders or checkpoints")
+    ev.add_argument("--enhanced", nargs="+",
+                    help="folders of outputs of other systems, named like the inputs")
+    ev.add_argument("--baseline", help="comma-separated: noisy, spectral-gating, "
+                                       "spectral-gating-stationary, or none (default: all)")
+    ev.add_argument("--metrics", help="comma-separated subset of si_snr,si_snri,pesq,estoi")
+    ev.add_argument("--out", required=True, help="report folder")
+    ev.add_argument("--limit", type=int, help="only the first N files")
+    ev.add_argument("--examples", type=int, default=3,
+                    help="files with spectrograms and audio in the report")
+    ev.add_argument("--device")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_evaluate)
     return parser
 
 
@@ -233,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     from wildmix.data import DataError
 
     expected = (AudioError, CorpusError, DataError, FileNotFoundError, FileExistsError)
-    if args.command in ("train", "enhance", "score"):
+    if args.command in ("train", "enhance", "score", "evaluate"):
         from wildmix.models import CheckpointError
         from wildmix.train import TrainingError
 

@@ -9,12 +9,11 @@ input's channels and rate.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -92,18 +91,16 @@ class Enhancer:
             audio.AudioError: unreadable, empty or non-finite input.
         """
         info = audio.info(src)
-        tmp = {}
-        writers = {}
         try:
-            for key, dst in outputs.items():
-                dst = Path(dst)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp[key] = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.",
-                                                suffix=".tmp")
-                os.close(fd)
-                writers[key] = sf.SoundFile(tmp[key], "w", info.sample_rate, info.channels,
-                                            subtype="FLOAT", format="WAV")
-            with sf.SoundFile(str(src)) as f:
+            with contextlib.ExitStack() as stack:
+                writers = {}
+                for key, dst in outputs.items():
+                    tmp = stack.enter_context(audio.atomic_path(dst))
+                    writers[key] = stack.enter_context(sf.SoundFile(
+                        tmp, "w", info.sample_rate, info.channels, subtype="FLOAT",
+                        format="WAV"))
+                f = stack.enter_context(sf.SoundFile(str(src)))
+
                 def blocks():
                     for start, n in self._plan(info.frames, info.sample_rate):
                         f.seek(start)
@@ -121,20 +118,9 @@ class Enhancer:
                         else:
                             y = out[:, int(key[1:])]
                         w.write(y.T)
-            for key, w in writers.items():
-                w.close()
-                os.replace(tmp[key], outputs[key])
-        except Exception as e:
-            if isinstance(e, audio.AudioError):
-                raise
-            if isinstance(e, sf.LibsndfileError | RuntimeError):
-                raise audio.AudioError(src, f"unreadable ({str(e).splitlines()[0]})") from None
-            raise
-        finally:
-            for key, w in writers.items():
-                if not w.closed:
-                    w.close()
-                Path(tmp[key]).unlink(missing_ok=True)
+                # leaving the stack closes the writers, then renames every file into place
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise audio.AudioError(src, f"unreadable ({str(e).splitlines()[0]})") from None
 
     # --- the chunk machinery --------------------------------------------------------------
 

@@ -1,15 +1,425 @@
-"""Metrics over paired data: SI-SNR of the noisy input and of enhanced outputs."""
+"""Metrics and baselines over paired data, and the report that shows them.
+
+Two layouts are understood, both as the built-in corpus writes them:
+
+- enhancement: ``DIR/noisy/X.wav`` with its reference ``DIR/clean/X.wav``. Each method
+  turns the noisy file into a speech estimate, scored by SI-SNR, SI-SNR improvement, PESQ
+  (wide band at 16 kHz, narrow band at 8 kHz; other rates are resampled to 16 kHz) and
+  ESTOI.
+- separation: ``DIR/mixture/X.wav`` with its active sources ``DIR/sources/X/sK.wav``. Each
+  method returns several outputs; the references are matched to distinct outputs by the
+  best total SI-SNR, and scored as in FUSS (Wisdom et al. 2021): MSi, the mean SI-SNR
+  improvement over the sources of mixtures with two or more, and 1S, the SI-SNR of the
+  output matched to the only source of single-source mixtures.
+
+A method is a function ``(waveform (T,), sample_rate) -> (T,)`` (enhancement) or
+``(M, T)`` (separation). Baselines, trained models (:func:`model_method`) and folders of
+outputs of other systems (:func:`folder_method`) are all methods. A metric that fails on
+one file is recorded as missing with its reason; the evaluation goes on.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 import os
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from wildmix import audio, losses
+
+log = logging.getLogger("wildmix")
+
+Method = Callable[[np.ndarray, int], np.ndarray]
+
+ENHANCE_METRICS = ("si_snr", "si_snri", "pesq", "estoi")
+SEPARATE_METRICS = ("msi", "1s")
+LABELS = {"si_snr": "SI-SNR dB", "si_snri": "SI-SNRi dB", "pesq": "PESQ", "estoi": "ESTOI",
+          "msi": "MSi dB", "1s": "1S dB", "rtf": "RTF"}
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def si_snr(estimate: np.ndarray, reference: np.ndarray) -> float:
+    """SI-SNR in dB of two ``(T,)`` arrays."""
+    return float(losses.sisnr(torch.from_numpy(np.asarray(estimate, np.float64)),
+                              torch.from_numpy(np.asarray(reference, np.float64))))
+
+
+def pesq_score(estimate: np.ndarray, reference: np.ndarray, sample_rate: int) -> float:
+    """PESQ (ITU-T P.862): narrow band at 8 kHz, else wide band at 16 kHz (resampled).
+
+    Raises whatever the ``pesq`` package raises (e.g. no utterances in a silent file).
+    """
+    from pesq import pesq
+
+    if sample_rate not in (8000, 16000):
+        estimate = audio.resample(np.asarray(estimate, np.float32), sample_rate, 16000)
+        reference = audio.resample(np.asarray(reference, np.float32), sample_rate, 16000)
+        sample_rate = 16000
+    mode = "nb" if sample_rate == 8000 else "wb"
+    return float(pesq(sample_rate, np.asarray(reference, np.float64),
+                      np.asarray(estimate, np.float64), mode))
+
+
+def estoi_score(estimate: np.ndarray, reference: np.ndarray, sample_rate: int) -> float:
+    """Extended STOI (Jensen & Taal 2016) in [0, 1]."""
+    from pystoi import stoi
+
+    return float(stoi(np.asarray(reference, np.float64), np.asarray(estimate, np.float64),
+                      sample_rate, extended=True))
+
+
+def mean_ci(values: Iterable[float]) -> tuple[float, float, int]:
+    """Mean, half-width of its 95% confidence interval (Student's t), and count."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], np.float64)
+    if len(v) == 0:
+        return math.nan, math.nan, 0
+    if len(v) == 1:
+        return float(v[0]), math.nan, 1
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean()), float(half), len(v)
+
+
+# --- methods ------------------------------------------------------------------------------
+
+
+def spectral_gating(stationary: bool) -> Method:
+    """The classic denoiser: spectral gating of the ``noisereduce`` package."""
+
+    def run(x: np.ndarray, sample_rate: int) -> np.ndarray:
+        import noisereduce
+
+        y = noisereduce.reduce_noise(y=x, sr=sample_rate, stationary=stationary, n_jobs=1)
+        return np.asarray(y, np.float32)[: len(x)]
+
+    return run
+
+
+def _identity(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    return x
+
+
+BASELINES: dict[str, Method] = {
+    "noisy": _identity,  # the input itself: SI-SNRi 0 by definition
+    "spectral-gating": spectral_gating(stationary=False),
+    "spectral-gating-stationary": spectral_gating(stationary=True),
+}
+
+
+def model_method(path: str | os.PathLike, task: str, device: str | None = None) -> Method:
+    """A trained model (run folder or checkpoint) as a method, through the chunked Enhancer."""
+    from wildmix.enhance import Enhancer
+
+    enhancer = Enhancer.from_checkpoint(path, device=device)
+    if task == "separate":
+        return lambda x, sr: enhancer.separate(x, sr)
+    return lambda x, sr: enhancer.enhance(x, sr)
+
+
+def folder_method(folder: str | os.PathLike) -> Method:
+    """Outputs another system wrote: ``folder/X.wav`` for the input ``X``.
+
+    The returned function takes the input's relative name as a third argument.
+    """
+    folder = Path(folder)
+
+    def run(x: np.ndarray, sample_rate: int, name: str) -> np.ndarray:
+        path = (folder / name).with_suffix(".wav")
+        if not path.is_file():
+            raise ValueError(f"{path}: no output file for {name}")
+        return audio.read(path, sample_rate, check=False)
+
+    run.wants_name = True
+    return run
+
+
+# --- the evaluation -----------------------------------------------------------------------
+
+
+@dataclass
+class Example:
+    name: str
+    duration_s: float
+    reference: list[np.ndarray] = field(repr=False)  # clean speech, or each source
+    inputs: np.ndarray = field(repr=False)  # noisy or mixture (T,)
+    sample_rate: int = 16000
+
+
+def task_of(data: str | os.PathLike) -> str:
+    """``'enhance'`` for noisy/ + clean/, ``'separate'`` for mixture/ + sources/."""
+    data = Path(data)
+    if (data / "noisy").is_dir() and (data / "clean").is_dir():
+        return "enhance"
+    if (data / "mixture").is_dir() and (data / "sources").is_dir():
+        return "separate"
+    raise FileNotFoundError(f"{data}: expected noisy/ and clean/ (enhancement) or mixture/ "
+                            "and sources/ (separation)")
+
+
+def pairs(data: str | os.PathLike, limit: int | None = None
+          ) -> list[tuple[str, Path, list[Path]]]:
+    """``(name, input file, reference files)`` of a paired folder, checked up front.
+
+    Raises:
+        ValueError: a missing reference or a length mismatch, naming the file.
+    """
+    data = Path(data)
+    task = task_of(data)
+    inputs_dir = data / ("noisy" if task == "enhance" else "mixture")
+    names = [p.relative_to(inputs_dir) for p in audio.find_audio(inputs_dir)]
+    if not names:
+        raise ValueError(f"no audio files in {inputs_dir}")
+    found = []
+    for name in names[:limit]:
+        src = inputs_dir / name
+        if task == "enhance":
+            refs = [_match(data / "clean" / name)]
+        else:
+            refs = sorted((data / "sources" / name.with_suffix("")).glob("s*.*"))
+            if not refs:
+                raise ValueError(f"{src}: no reference sources in "
+                                 f"{data / 'sources' / name.with_suffix('')}")
+        head = audio.info(src)
+        for ref in refs:
+            r = audio.info(ref)
+            if r.frames * head.sample_rate != head.frames * r.sample_rate:
+                raise ValueError(f"{name}: lengths differ ({src.relative_to(data)} "
+                                 f"{head.frames} samples at {head.sample_rate} Hz, "
+                                 f"{ref.relative_to(data)} {r.frames} at {r.sample_rate} Hz)")
+        found.append((str(name), src, refs))
+    return found
+
+
+def load_example(name: str, src: Path, refs: list[Path]) -> Example:
+    """Read one pair; references are resampled to the input's rate."""
+    sr = audio.info(src).sample_rate
+    x = audio.read(src, check=False)
+    return Example(name, len(x) / sr, [_fit(audio.read(r, sr, check=False), len(x))
+                                       for r in refs], x, sr)
+
+
+def _fit(x: np.ndarray, n: int) -> np.ndarray:
+    return x[:n] if len(x) >= n else np.pad(x, (0, n - len(x)))
+
+
+def _match(path: Path) -> Path:
+    if path.is_file():
+        return path
+    found = sorted(path.parent.glob(path.stem + ".*"))
+    if not found:
+        raise ValueError(f"{path}: no clean reference for this noisy file")
+    return found[0]
+
+
+def _enhance_scores(est: np.ndarray, ex: Example, metrics: tuple[str, ...]
+                    ) -> tuple[dict, dict]:
+    clean, noisy, sr = ex.reference[0], ex.inputs, ex.sample_rate
+    scores, missing = {}, {}
+    if np.abs(clean).max(initial=0.0) < audio.SILENCE_PEAK:
+        return {}, {m: "silent reference" for m in metrics}
+    for m in metrics:
+        try:
+            if m == "si_snr":
+                scores[m] = si_snr(est, clean)
+            elif m == "si_snri":
+                scores[m] = si_snr(est, clean) - si_snr(noisy, clean)
+            elif m == "pesq":
+                scores[m] = pesq_score(est, clean, sr)
+            elif m == "estoi":
+                scores[m] = estoi_score(est, clean, sr)
+        except Exception as e:  # a metric library failing on one file must not stop the run
+            missing[m] = _reason(e)
+    return scores, missing
+
+
+def _separate_scores(est: np.ndarray, ex: Example) -> tuple[dict, dict]:
+    """FUSS-style MSi (two or more sources) or 1S (one source) of one mixture."""
+    from scipy.optimize import linear_sum_assignment
+
+    refs = [r for r in ex.reference if np.abs(r).max(initial=0.0) >= audio.SILENCE_PEAK]
+    if not refs:
+        return {}, {"msi": "no active source", "1s": "no active source"}
+    est = np.atleast_2d(est)
+    if len(est) < len(refs):  # fewer outputs than sources: reuse them (e.g. the input)
+        est = np.concatenate([est] * math.ceil(len(refs) / len(est)))
+    table = np.array([[si_snr(e, r) for e in est] for r in refs])  # (K, M)
+    rows, cols = linear_sum_assignment(-table)
+    matched = table[rows, cols]
+    if len(refs) == 1:
+        return {"1s": float(matched[0])}, {"msi": "single-source mixture"}
+    improvement = [matched[i] - si_snr(ex.inputs, refs[r]) for i, r in enumerate(rows)]
+    return {"msi": float(np.mean(improvement))}, {"1s": "multi-source mixture"}
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+@dataclass
+class Results:
+    """Per-file scores of every method; ``rows[i]`` = one file processed by one method."""
+
+    data: str
+    task: str
+    methods: list[str]
+    metrics: list[str]
+    rows: list[dict]
+    outputs: dict = field(default_factory=dict, repr=False)  # (method, file) -> estimate
+    examples: list[Example] = field(default_factory=list, repr=False)  # kept for the report
+
+    def summary(self) -> dict:
+        """``{method: {metric: {"mean", "ci95", "n", "missing"}, "rtf": ...}}``."""
+        out = {}
+        for method in self.methods:
+            rows = [r for r in self.rows if r["method"] == method]
+            entry = {}
+            for m in self.metrics:
+                mean, half, n = mean_ci(r["scores"].get(m) for r in rows)
+                entry[m] = {"mean": mean, "ci95": half, "n": n,
+                            "missing": sum(m in r["missing"] for r in rows)}
+            seconds = sum(r["time_s"] for r in rows)
+            duration = sum(r["duration_s"] for r in rows)
+            entry["rtf"] = seconds / duration if duration else math.nan
+            entry["time_s"] = seconds
+            out[method] = entry
+        return out
+
+    def table(self) -> str:
+        """The summary as a markdown table: mean ± 95% CI per metric, real-time factor."""
+        summary = self.summary()
+        head = ["method"] + [LABELS[m] for m in self.metrics] + ["RTF"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+        for method, entry in summary.items():
+            cells = [method]
+            for m in self.metrics:
+                s = entry[m]
+                digits = 3 if m == "estoi" else 2
+                cell = "n/a" if s["n"] == 0 else (
+                    f"{s['mean']:.{digits}f}" + ("" if math.isnan(s["ci95"])
+                                                 else f" ± {s['ci95']:.{digits}f}"))
+                cells.append(cell)
+            cells.append(f"{entry['rtf']:.4f}")
+            lines.append("| " + " | ".join(cells) + " |")
+        n_files = len({r["file"] for r in self.rows})
+        lines.append("")
+        lines.append(f"{n_files} files of {self.data}; mean ± 95% confidence interval; RTF = "
+                     "processing time / audio duration.")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {"data": self.data, "task": self.task, "methods": self.methods,
+                "metrics": self.metrics, "summary": self.summary(), "files": self.rows}
+
+    def save(self, out: str | os.PathLike, examples: int = 3) -> dict[str, Path]:
+        """Write ``results.json``, ``results.md`` and ``report.html`` (with spectrograms and
+        audio of ``examples`` files) into ``out``; returns their paths."""
+        from wildmix import report
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"json": out / "results.json", "markdown": out / "results.md"}
+        with audio.atomic_path(paths["json"]) as tmp:
+            Path(tmp).write_text(json.dumps(_finite(self.to_json()), indent=2) + "\n")
+        with audio.atomic_path(paths["markdown"]) as tmp:
+            Path(tmp).write_text(self.table() + "\n")
+        paths["html"] = report.write_html(self, out, examples)
+        return paths
+
+
+def _finite(obj):
+    """JSON has no NaN: missing numbers become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def evaluate(data: str | os.PathLike, methods: dict[str, Method],
+             metrics: Iterable[str] | None = None, limit: int | None = None,
+             keep_outputs: int = 3, progress: bool = True) -> Results:
+    """Run every method on every file of a paired folder and score the outputs.
+
+    Args:
+        methods: name -> method (see the module docstring).
+        metrics: a subset of :data:`ENHANCE_METRICS` (default: all); separation sets always
+            use :data:`SEPARATE_METRICS`.
+        limit: only the first ``limit`` files.
+        keep_outputs: keep the outputs of this many files, spread over the set, for the
+            report's examples.
+    Raises:
+        ValueError: a missing reference or a length mismatch, naming the file.
+    """
+    task = task_of(data)
+    metrics = tuple(SEPARATE_METRICS if task == "separate" else (metrics or ENHANCE_METRICS))
+    unknown = set(metrics) - set(ENHANCE_METRICS) - set(SEPARATE_METRICS)
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {ENHANCE_METRICS}")
+    found = pairs(data, limit)
+    keep = set(np.linspace(0, len(found) - 1, min(keep_outputs, len(found))
+                           ).round().astype(int).tolist()) if keep_outputs else set()
+    results = Results(str(data), task, list(methods), list(metrics), [])
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(found) * len(methods), unit="run", desc="evaluate",
+               disable=not progress)
+    for i, pair in enumerate(found):
+        ex = load_example(*pair)
+        if i in keep:
+            results.examples.append(ex)
+        for name, method in methods.items():
+            row, est = _run(name, method, ex, task, metrics)
+            results.rows.append(row)
+            if i in keep and est is not None:
+                results.outputs[(name, ex.name)] = est
+            bar.update(1)
+    bar.close()
+    return results
+
+
+def _run(name: str, method: Method, ex: Example, task: str, metrics: tuple[str, ...]
+         ) -> tuple[dict, np.ndarray | None]:
+    """One method on one file: its row of scores (or reasons) and its output."""
+    row = {"file": ex.name, "method": name, "duration_s": ex.duration_s,
+           "scores": {}, "missing": {}}
+    start = time.perf_counter()
+    try:
+        if getattr(method, "wants_name", False):
+            est = method(ex.inputs, ex.sample_rate, ex.name)
+        else:
+            est = method(ex.inputs, ex.sample_rate)
+        row["time_s"] = time.perf_counter() - start
+        est = np.asarray(est, np.float32)
+        if est.shape[-1] != len(ex.inputs):
+            raise ValueError(f"output has {est.shape[-1]} samples, input {len(ex.inputs)}")
+        if not np.isfinite(est).all():
+            raise ValueError("output contains NaN or Inf")
+    except Exception as e:  # one failing file must not end the evaluation
+        row["time_s"] = time.perf_counter() - start
+        row["missing"] = {m: f"method failed: {_reason(e)}" for m in metrics}
+        log.warning("%s on %s: %s", name, ex.name, _reason(e))
+        return row, None
+    if task == "enhance":
+        row["scores"], row["missing"] = _enhance_scores(est, ex, metrics)
+    else:
+        row["scores"], row["missing"] = _separate_scores(est, ex)
+    return row, est
+
+
+# --- a quick score of an enhanced folder ---------------------------------------------------
 
 
 @dataclass
@@ -28,33 +438,25 @@ class Scores:
                 f"(median {np.median(self.improvement):+.2f})")
 
 
-def si_snr(estimate: np.ndarray, reference: np.ndarray) -> float:
-    """SI-SNR in dB of two ``(T,)`` arrays."""
-    return float(losses.sisnr(torch.from_numpy(np.asarray(estimate, np.float64)),
-                              torch.from_numpy(np.asarray(reference, np.float64))))
-
-
 def score_folder(data: str | os.PathLike, enhanced: str | os.PathLike) -> Scores:
     """SI-SNR of ``data/noisy/X`` and ``enhanced/X`` against ``data/clean/X``.
 
     Raises:
         ValueError: a missing enhanced file or a length mismatch, naming the file.
     """
-    data, enhanced = Path(data), Path(enhanced)
-    names = [p.relative_to(data / "noisy") for p in audio.find_audio(data / "noisy")]
-    if not names:
-        raise ValueError(f"no noisy files in {data / 'noisy'}")
-    noisy_scores, enhanced_scores = [], []
-    for name in names:
-        clean = audio.read(data / "clean" / name, check=False)
-        noisy = audio.read(data / "noisy" / name, check=False)
-        est_path = (enhanced / name).with_suffix(".wav")
-        if not est_path.is_file():
-            raise ValueError(f"{est_path}: no enhanced file for {data / 'noisy' / name}")
-        est = audio.read(est_path, check=False)
-        if not len(clean) == len(noisy) == len(est):
-            raise ValueError(f"{name}: lengths differ (clean {len(clean)}, noisy {len(noisy)},"
-                             f" enhanced {len(est)} samples)")
-        noisy_scores.append(si_snr(noisy, clean))
-        enhanced_scores.append(si_snr(est, clean))
-    return Scores([str(n) for n in names], np.array(noisy_scores), np.array(enhanced_scores))
+    if task_of(data) != "enhance":
+        raise ValueError(f"{data}: score needs noisy/ and clean/")
+    method = folder_method(enhanced)
+    noisy_scores, enhanced_scores, names = [], [], []
+    for pair in pairs(data):
+        ex = load_example(*pair)
+        names.append(ex.name)
+        est = method(ex.inputs, ex.sample_rate, ex.name)
+        if len(est) != len(ex.inputs):
+            raise ValueError(f"{ex.name}: lengths differ (noisy {len(ex.inputs)}, enhanced "
+                             f"{len(est)} samples)")
+        noisy_scores.append(si_snr(ex.inputs, ex.reference[0]))
+        enhanced_scores.append(si_snr(est, ex.reference[0]))
+    return Scores(names, np.array(noisy_scores),
+                  np.array(enhanced_scores))
+
