@@ -67,15 +67,15 @@ def test_resume_after_sigterm_matches_uninterrupted(tiny_corpus, tmp_path):
 
 
 def test_nan_steps_skipped_then_stopped(tiny_corpus, tmp_path, monkeypatch):
-    real = train.STRATEGIES["mixit"]
     calls = {"n": 0}
 
-    def flaky(model, batch, c, allowed):
-        calls["n"] += 1
-        loss = real(model, batch, c, allowed)
-        return loss * float("nan") if calls["n"] % 3 == 0 or calls["n"] > 20 else loss
+    class Flaky(train.MixIT):
+        def loss(self, net, batch, step):
+            calls["n"] += 1
+            loss = super().loss(net, batch, step)
+            return loss * float("nan") if calls["n"] % 3 == 0 or calls["n"] > 20 else loss
 
-    monkeypatch.setitem(train.STRATEGIES, "mixit", flaky)
+    monkeypatch.setitem(train.STRATEGIES, "mixit", Flaky)
     with pytest.raises(train.TrainingError, match="NaN/Inf losses in a row.*last.pt"):
         train.train(_config(tiny_corpus, tmp_path / "r", max_steps=100, max_bad_steps=10),
                     progress=False)
@@ -165,13 +165,14 @@ def test_unexpected_error_keeps_progress(tiny_corpus, tmp_path, monkeypatch):
     real = train.STRATEGIES["mixit"]
     calls = {"n": 0}
 
-    def failing(model, batch, c, allowed):
-        calls["n"] += 1
-        if calls["n"] == 15:
-            raise RuntimeError("disk on fire")
-        return real(model, batch, c, allowed)
+    class Failing(train.MixIT):
+        def loss(self, net, batch, step):
+            calls["n"] += 1
+            if calls["n"] == 15:
+                raise RuntimeError("disk on fire")
+            return super().loss(net, batch, step)
 
-    monkeypatch.setitem(train.STRATEGIES, "mixit", failing)
+    monkeypatch.setitem(train.STRATEGIES, "mixit", Failing)
     with pytest.raises(RuntimeError, match="disk on fire"):
         train.train(_config(tiny_corpus, tmp_path / "r", max_steps=40, valid_every=100),
                     progress=False)
@@ -179,3 +180,112 @@ def test_unexpected_error_keeps_progress(tiny_corpus, tmp_path, monkeypatch):
     monkeypatch.setitem(train.STRATEGIES, "mixit", real)
     assert train.train(_config(tiny_corpus, tmp_path / "r", max_steps=40, valid_every=100),
                        progress=False)["step"] == 40
+
+
+# --- RemixIT ---------------------------------------------------------------------------------
+
+
+def _teacher(tmp_path, seed=0):
+    torch.manual_seed(seed)
+    args = models.model_args("stft", "tiny", n_sources=3)
+    model = models.build("stft", args)
+    path = tmp_path / "teacher.pt"
+    models.save_checkpoint(path, model_name="stft", model_args=args,
+                           state_dict=model.state_dict(), sample_rate=16000, task="enhance")
+    return path, model
+
+
+def test_remixit_teacher_gets_no_gradient_and_ema_matches_formula(tiny_corpus, tmp_path):
+    path, _ = _teacher(tmp_path)
+    c = _config(tiny_corpus, tmp_path / "r", strategy="remixit", teacher=str(path),
+                teacher_every="step", teacher_momentum=0.75).resolved()
+    strategy = train.RemixIT(c, torch.device("cpu"), None)
+    student = models.build(*strategy.model_spec())
+    strategy.start(student, None, epoch_steps=10)
+    for t, s in zip(strategy.teacher.parameters(), student.parameters(), strict=True):
+        assert torch.equal(t, s)  # the student starts as the teacher
+    before = {k: v.clone() for k, v in strategy.teacher.state_dict().items()}
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    batch = 0.05 * torch.randn(4, 1, 16000)
+    loss = strategy.loss(student, batch, step=0)
+    loss.backward()
+    assert all(p.grad is None and not p.requires_grad for p in strategy.teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    opt.step()
+    for k, v in strategy.teacher.state_dict().items():  # the optimiser leaves it alone
+        assert torch.equal(v, before[k]), k
+    strategy.after_step(student, 1)
+    s_state = student.state_dict()
+    for k, v in strategy.teacher.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, 0.75 * before[k] + 0.25 * s_state[k])
+    # replace every 2 epochs of 10 steps: nothing at step 10, a copy at step 20
+    strategy.c.teacher_update, strategy.interval = "replace", 20
+    with torch.no_grad():
+        next(student.parameters()).add_(1.0)
+    snapshot = {k: v.clone() for k, v in strategy.teacher.state_dict().items()}
+    strategy.after_step(student, 10)
+    assert all(torch.equal(v, snapshot[k]) for k, v in strategy.teacher.state_dict().items())
+    strategy.after_step(student, 20)
+    assert all(torch.equal(v, student.state_dict()[k])
+               for k, v in strategy.teacher.state_dict().items())
+
+
+def test_remixit_targets_are_teacher_estimates_with_deranged_noise(tiny_corpus, tmp_path):
+    path, model = _teacher(tmp_path)
+    c = _config(tiny_corpus, tmp_path / "r", strategy="remixit", teacher=str(path)).resolved()
+    strategy = train.RemixIT(c, torch.device("cpu"), None)
+    noisy = 0.05 * torch.randn(6, 8000)
+    speech, noise = strategy.targets(noisy, step=3)
+    with torch.no_grad():
+        est = model.eval()(noisy)
+    torch.testing.assert_close(speech, est[:, 0])
+    perm = train._derangement(6, c.seed, 3, "cpu")
+    assert sorted(perm.tolist()) == list(range(6)) and all(perm[i] != i for i in range(6))
+    torch.testing.assert_close(noise, est[:, 1:].sum(1)[perm])
+    assert not torch.equal(perm, train._derangement(6, c.seed, 4, "cpu"))
+    for text, steps in (("step", 1), ("epoch", 7), ("3 epochs", 21), ("50 steps", 50)):
+        assert train._interval_steps(text, 7) == steps
+    with pytest.raises(ValueError, match="teacher_every"):
+        train._interval_steps("weekly", 7)
+
+
+def test_remixit_end_to_end_loss_falls_and_resumes(tiny_corpus, tmp_path):
+    teacher = tmp_path / "teacher"
+    train.train(_config(tiny_corpus, teacher, max_steps=60, valid_every=60), progress=False)
+    kw = dict(strategy="remixit", teacher=str(teacher), max_steps=120, valid_every=1000,
+              teacher_every="10 steps", lr=3e-3)
+    whole = train.train(_config(tiny_corpus, tmp_path / "a", **kw), progress=False)
+    assert whole["step"] == 120 and whole["bad_steps"] == 0
+    entries = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text()
+               .splitlines()]
+    losses = [e["loss"] for e in entries if "loss" in e]
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.5  # the RemixIT loss falls
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["strategy"] == "remixit" and config["preset"] == "teacher"
+
+    timer = threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    timer.start()
+    part = train.train(_config(tiny_corpus, tmp_path / "b", **kw), progress=False)
+    timer.cancel()
+    assert part["stopped"] == "SIGTERM" and 0 < part["step"] < 120
+    assert "teacher" in models.load_checkpoint(tmp_path / "b" / "last.pt")["strategy_state"]
+    assert train.train(_config(tiny_corpus, tmp_path / "b", **kw), progress=False)["step"] \
+        == 120
+    a, b = (models.load_checkpoint(tmp_path / x / "last.pt") for x in ("a", "b"))
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0)
+    for key in a["strategy_state"]["teacher"]:
+        torch.testing.assert_close(a["strategy_state"]["teacher"][key],
+                                   b["strategy_state"]["teacher"][key], rtol=0, atol=0)
+
+
+def test_remixit_config_errors(tiny_corpus, tmp_path):
+    path, _ = _teacher(tmp_path)
+    for kw, message in ((dict(), "needs a teacher"),
+                        (dict(teacher=str(path), task="separate"), "for speech enhancement"),
+                        (dict(teacher=str(path), teacher_update="sometimes"), "ema, replace"),
+                        (dict(teacher=str(path), teacher_every="often"), "teacher_every"),
+                        (dict(teacher=str(tmp_path / "none.pt")), "none.pt")):
+        with pytest.raises((ValueError, models.CheckpointError), match=message):
+            _config(tiny_corpus, tmp_path / "r", strategy="remixit", **kw).resolved()

@@ -212,8 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_data_check)
 
     tr = commands.add_parser(
-        "train", help="train a separation model from noisy recordings (MixIT), or with clean "
-                      "references (--supervised); rerun the same command to resume")
+        "train", help="train a separation model from noisy recordings (MixIT), adapt a model "
+                      "to them (RemixIT), or train with clean references (--supervised); "
+                      "rerun the same command to resume")
     tr.add_argument("--data", required=True,
                     help="folder of noisy recordings, or a built-in corpus folder")
     tr.add_argument("--noise", help="folder of noise-only clips, or 'auto' to find "
@@ -221,8 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--valid", help="validation folder: paired (noisy/, clean/) or unlabeled")
     tr.add_argument("--clean", help="clean references of --data, for --supervised")
     tr.add_argument("--task", choices=("enhance", "separate"))
-    tr.add_argument("--supervised", action="store_true",
-                    help="train on clean references instead of MixIT (a reference point)")
+    tr.add_argument("--strategy", choices=("mixit", "supervised", "remixit"),
+                    help="mixit (default: noisy recordings only), supervised (clean "
+                         "references), remixit (self-training from --teacher)")
+    tr.add_argument("--supervised", action="store_true", help="same as --strategy supervised")
+    tr.add_argument("--teacher", help="RemixIT: the teacher's run folder or checkpoint; the "
+                                      "student starts as a copy of it")
+    tr.add_argument("--teacher-update", choices=("ema", "replace", "frozen"),
+                    dest="teacher_update", help="RemixIT: how the teacher follows the student "
+                                                "(default: ema)")
+    tr.add_argument("--teacher-momentum", type=float, dest="teacher_momentum",
+                    help="RemixIT ema: teacher <- m teacher + (1 - m) student (default 0.9)")
+    tr.add_argument("--teacher-every", dest="teacher_every",
+                    help="RemixIT: 'step', 'epoch' (default), 'N steps' or 'N epochs'")
     tr.add_argument("--model", choices=("stft", "tdcn"))
     tr.add_argument("--preset", choices=("tiny", "cpu", "gpu"))
     tr.add_argument("--n-sources", type=int, dest="n_sources")

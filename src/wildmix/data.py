@@ -263,6 +263,23 @@ class MixtureDataset(_SegmentDataset):
                         f"({len(self._bad)} files failed while loading)")
 
 
+
+class RecordingDataset(MixtureDataset):
+    """Single crops ``(1, T)`` of the recordings at a level drawn from ``level_db``: the
+    in-domain noisy input of self-training (RemixIT), where a teacher supplies the targets."""
+
+    def __init__(self, recordings: Sequence[Clip], sample_rate: int = 16000,
+                 segment_seconds: float = 4.0, examples_per_epoch: int = 1000,
+                 level_db: tuple[float, float] = (-30.0, -20.0), pad_short: bool = True,
+                 seed: int = 0):
+        super().__init__(recordings, None, sample_rate, segment_seconds, examples_per_epoch,
+                         level_db=level_db, pad_short=pad_short, seed=seed)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = self._rng(index)
+        x = self._draw(self.recordings, self._p_recordings, rng)
+        return torch.from_numpy(_at_level(x, rng.uniform(*self.level_db))[None])
+
 def _at_level(x: np.ndarray, level_db: float) -> np.ndarray:
     return (x * (10 ** (level_db / 20) / max(audio.rms(x), 1e-8))).astype(np.float32)
 

@@ -1,10 +1,11 @@
-"""The training loop: MixIT and supervised training as strategies of one loop.
+"""The training loop: MixIT, supervised training and RemixIT as strategies of one loop.
 
 One loop for every strategy: data, model, optimiser, learning-rate schedule, progress bar,
 JSONL log, validation, atomic checkpoints (``last.pt`` every validation, ``best.pt`` by
 validation score), automatic resume from ``last.pt``, a clean stop on Ctrl-C or SIGTERM,
 skipped steps on NaN/Inf losses, mixed precision on CUDA, and DistributedDataParallel under
-``torchrun`` (nccl on GPU, gloo on CPU). A strategy only turns a batch into a loss.
+``torchrun`` (nccl on GPU, gloo on CPU). A strategy turns a batch into a loss, and may
+hold state that checkpoints keep (RemixIT's teacher).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +44,7 @@ class TrainConfig:
     valid: str | None = None  # paired folder (noisy/, clean/) or unlabeled recordings
     clean: str | None = None  # clean references of --data, for the supervised strategy
     task: str = "enhance"  # enhance | separate
-    strategy: str = "mixit"  # mixit | supervised
+    strategy: str = "mixit"  # mixit | supervised | remixit
     model: str = "stft"
     preset: str = "cpu"
     n_sources: int | None = None  # default: 3 for enhance, 4 for separate
@@ -52,7 +52,7 @@ class TrainConfig:
     sample_rate: int = 16000
     segment_seconds: float = 4.0
     batch_size: int = 8
-    lr: float = 3e-3
+    lr: float | None = None  # default: 3e-3 from scratch, 5e-4 for a RemixIT student
     weight_decay: float = 0.0
     warmup_steps: int = 100
     max_steps: int = 3000
@@ -79,6 +79,11 @@ class TrainConfig:
     amp: bool = True
     max_bad_steps: int = 20
     threads: int | None = None
+    # RemixIT: the teacher (a run folder or checkpoint) whose model the student copies
+    teacher: str | None = None
+    teacher_update: str = "ema"  # ema | replace | frozen
+    teacher_momentum: float = 0.9  # ema: teacher <- m * teacher + (1 - m) * student
+    teacher_every: str = "epoch"  # "step", "epoch", "N steps" or "N epochs"
     extra: dict = field(default_factory=dict)
 
     def resolved(self) -> TrainConfig:
@@ -86,8 +91,28 @@ class TrainConfig:
         c = dataclasses.replace(self)
         if c.task not in ("enhance", "separate"):
             raise ValueError(f"task must be 'enhance' or 'separate', got {c.task!r}")
-        if c.strategy not in ("mixit", "supervised"):
-            raise ValueError(f"strategy must be 'mixit' or 'supervised', got {c.strategy!r}")
+        if c.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, "
+                             f"got {c.strategy!r}")
+        if c.strategy == "remixit":
+            if not c.teacher:
+                raise ValueError("RemixIT needs a teacher: --teacher RUN_OR_CHECKPOINT")
+            if c.task != "enhance":
+                raise ValueError("RemixIT is for speech enhancement (--task enhance)")
+            teacher = models.load_checkpoint(c.teacher)
+            c.model, c.sample_rate = teacher["model_name"], teacher["sample_rate"]
+            c.n_sources = teacher["model_args"].get("n_sources", c.n_sources)
+            c.causal = bool(teacher["model_args"].get("causal", c.causal))
+            c.preset = "teacher"
+            if c.teacher_update not in ("ema", "replace", "frozen"):
+                raise ValueError(f"teacher_update must be ema, replace or frozen, got "
+                                 f"{c.teacher_update!r}")
+            if not 0.0 <= c.teacher_momentum < 1.0:
+                raise ValueError(f"teacher_momentum must be in [0, 1), got "
+                                 f"{c.teacher_momentum}")
+            _interval_steps(c.teacher_every, 1)  # fail early on a typo
+        if c.lr is None:
+            c.lr = 5e-4 if c.strategy == "remixit" else 3e-3
         root = Path(c.data)
         if (root / "manifest.jsonl").is_file() and (root / "train" / "mixture").is_dir():
             c.data = str(root / "train" / "mixture")  # a --kind sounds corpus
@@ -120,31 +145,157 @@ class TrainConfig:
 # --- strategies: a batch in, a loss out ---------------------------------------------------
 
 
-def _mixit_loss(model, batch: torch.Tensor, c: TrainConfig, allowed) -> torch.Tensor:
+class Strategy:
+    """How a batch becomes a loss. Subclasses may keep state (a teacher) in checkpoints."""
+
+    def __init__(self, c: TrainConfig, device: torch.device, allowed):
+        self.c, self.device, self.allowed = c, device, allowed
+
+    def model_spec(self) -> tuple[str, dict] | None:
+        """``(model name, model args)`` the strategy imposes, or None to use the config's."""
+        return None
+
+    def start(self, model: torch.nn.Module, state: dict | None, epoch_steps: int) -> None:
+        """Called once before the loop; ``state`` is ``state_dict()`` of a resumed run."""
+
+    def loss(self, net, batch: torch.Tensor, step: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def after_step(self, model: torch.nn.Module, step: int) -> None:
+        """Called after each optimiser step with the (unwrapped) model and the new step."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+
+class MixIT(Strategy):
     """``batch (B, 2, T)`` reference mixtures; the model separates their sum."""
-    estimates = model(batch.sum(1)).float()  # (B, M, T)
-    if not torch.isfinite(estimates).all():
-        return estimates.new_tensor(float("nan"))
-    result = mixit_loss(batch, estimates, loss=c.loss, search=c.search, allowed=allowed,
-                   snr_max=c.snr_max)
-    loss = result.loss
-    if c.sparsity:
-        loss = loss + c.sparsity * losses.sparsity(estimates).mean()
-    return loss
+
+    def loss(self, net, batch, step):
+        c = self.c
+        estimates = net(batch.sum(1)).float()  # (B, M, T)
+        if not torch.isfinite(estimates).all():
+            return estimates.new_tensor(float("nan"))
+        result = mixit_loss(batch, estimates, loss=c.loss, search=c.search,
+                            allowed=self.allowed, snr_max=c.snr_max)
+        loss = result.loss
+        if c.sparsity:
+            loss = loss + c.sparsity * losses.sparsity(estimates).mean()
+        return loss
 
 
-def _supervised_loss(model, batch: torch.Tensor, c: TrainConfig, allowed) -> torch.Tensor:
-    """``batch (B, 2, T)`` = ``[noisy, clean]``: output 0 is the speech, the rest the noise."""
-    noisy, clean = batch[:, 0], batch[:, 1]
-    estimates = model(noisy).float()  # (B, M, T)
-    refs = torch.stack([clean, noisy - clean], 1)  # (B, 2, T)
-    est = torch.stack([estimates[:, 0], estimates[:, 1:].sum(1)], 1)
+def _speech_noise_loss(estimates: torch.Tensor, speech: torch.Tensor, noise: torch.Tensor,
+                       c: TrainConfig) -> torch.Tensor:
+    """Output 0 against ``speech (B, T)``, the sum of the others against ``noise (B, T)``."""
+    est = torch.stack([estimates[:, 0], estimates[:, 1:].sum(1)], 1)  # (B, 2, T)
+    refs = torch.stack([speech, noise], 1)  # (B, 2, T)
     if c.loss == "sisnr":
         return losses.neg_sisnr(est, refs).sum(1).mean()
     return losses.neg_snr(est, refs, snr_max=c.snr_max).sum(1).mean()
 
 
-STRATEGIES: dict[str, Callable] = {"mixit": _mixit_loss, "supervised": _supervised_loss}
+class Supervised(Strategy):
+    """``batch (B, 2, T)`` = ``[noisy, clean]``: output 0 is the speech, the rest the noise."""
+
+    def loss(self, net, batch, step):
+        noisy, clean = batch[:, 0], batch[:, 1]
+        return _speech_noise_loss(net(noisy).float(), clean, noisy - clean, self.c)
+
+
+class RemixIT(Strategy):
+    """Self-training with bootstrapped remixing (Tzinis et al., IEEE JSTSP 2022).
+
+    ``batch (B, 1, T)`` in-domain noisy recordings. The frozen teacher estimates speech
+    ``s`` and noise ``n`` (the sum of its other outputs) of each; the noises are permuted
+    across the batch (a derangement: every example gets another's noise) and added back,
+    ``s_b + n_pi(b)``; the student learns to recover ``s_b`` and ``n_pi(b)`` from that new
+    mixture. The teacher follows the student: an exponential moving average
+    (``teacher <- m teacher + (1 - m) student``) or a replacement, every
+    ``teacher_every``; or it stays frozen.
+    """
+
+    def __init__(self, c, device, allowed):
+        super().__init__(c, device, allowed)
+        ckpt = models.load_checkpoint(c.teacher, map_location=device)
+        self.spec = (ckpt["model_name"], ckpt["model_args"])
+        self.teacher = models.from_checkpoint(ckpt).to(device).requires_grad_(False)
+        self.interval = 1
+
+    def model_spec(self):
+        return self.spec
+
+    def start(self, model, state, epoch_steps):
+        if state and "teacher" in state:
+            self.teacher.load_state_dict(state["teacher"])
+        elif state is None:
+            model.load_state_dict(self.teacher.state_dict())  # the student starts as teacher
+        self.interval = _interval_steps(self.c.teacher_every, epoch_steps)
+        log.info("RemixIT: teacher %s, update %s every %d steps", self.c.teacher,
+                 self.c.teacher_update, self.interval)
+
+    @torch.no_grad()
+    def targets(self, noisy: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher's ``speech (B, T)`` and permuted ``noise (B, T)`` of ``noisy (B, T)``."""
+        self.teacher.eval()
+        est = self.teacher(noisy).float()  # (B, M, T)
+        speech, noise = est[:, 0], est[:, 1:].sum(1)
+        return speech, noise[_derangement(len(noisy), self.c.seed, step, noisy.device)]
+
+    def loss(self, net, batch, step):
+        speech, noise = self.targets(batch[:, 0], step)
+        estimates = net(speech + noise).float()  # (B, M, T)
+        return _speech_noise_loss(estimates, speech, noise, self.c)
+
+    def after_step(self, model, step):
+        c = self.c
+        if c.teacher_update == "frozen" or step % self.interval:
+            return
+        m = c.teacher_momentum if c.teacher_update == "ema" else 0.0
+        ema_update(self.teacher, model, m)
+
+    def state_dict(self):
+        return {"teacher": self.teacher.state_dict()}
+
+
+@torch.no_grad()
+def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: float) -> None:
+    """``teacher <- momentum * teacher + (1 - momentum) * student``, parameters and float
+    buffers; other buffers (counters) are copied."""
+    t_state, s_state = teacher.state_dict(), student.state_dict()
+    for key, t in t_state.items():
+        s = s_state[key].detach().to(t.device)
+        if t.is_floating_point():
+            t.mul_(momentum).add_(s.to(t.dtype), alpha=1.0 - momentum)
+        else:
+            t.copy_(s)
+
+
+def _derangement(n: int, seed: int, step: int, device) -> torch.Tensor:
+    """A random permutation of ``n`` items without fixed points (for n > 1), from
+    ``(seed, step)``: resumable, and the same on every rank's own batch."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    order = torch.randperm(n, generator=g)
+    perm = torch.empty(n, dtype=torch.long)
+    perm[order] = order.roll(-1)  # a random cycle through all items
+    return perm.to(device)
+
+
+def _interval_steps(text: str, epoch_steps: int) -> int:
+    """``"step"``, ``"epoch"``, ``"N steps"`` or ``"N epochs"`` as a number of steps."""
+    words = str(text).replace("_", " ").split()
+    try:
+        count = float(words[0]) if len(words) == 2 else 1.0
+        unit = words[-1].rstrip("s")
+        if unit not in ("step", "epoch") or count <= 0 or len(words) > 2:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise ValueError(f"teacher_every must be 'step', 'epoch', 'N steps' or 'N epochs', "
+                         f"got {text!r}") from None
+    return max(1, round(count * (epoch_steps if unit == "epoch" else 1)))
+
+
+STRATEGIES: dict[str, type[Strategy]] = {"mixit": MixIT, "supervised": Supervised,
+                                         "remixit": RemixIT}
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -181,6 +332,12 @@ def _datasets(c: TrainConfig, total_examples: int):
                                     total_examples, seed=c.seed)
         recordings = [n for n, _ in pairs]
         log.info("supervised training on %d noisy/clean pairs", len(pairs))
+    elif c.strategy == "remixit":
+        index = wdata.index_folder(c.data)
+        recordings = index.clips
+        log.info("recordings %s: %s", c.data, index.summary())
+        train = wdata.RecordingDataset(recordings, c.sample_rate, c.segment_seconds,
+                                       total_examples, seed=c.seed)
     else:
         index = wdata.index_folder(c.data)
         recordings = index.clips
@@ -215,7 +372,10 @@ def _datasets(c: TrainConfig, total_examples: int):
             valid_mix = wdata.MixtureDataset(vrec, vnoise if c.task == "enhance" else None,
                                              c.sample_rate, c.segment_seconds,
                                              c.valid_mixtures, seed=c.seed + 1)
-    return train, valid_mix, paired
+    epoch_steps = math.ceil(sum(r.duration for r in recordings)
+                            / (c.segment_seconds * c.batch_size * int(os.environ.get(
+                                "WORLD_SIZE", "1"))))
+    return train, valid_mix, paired, epoch_steps
 
 
 # --- the loop -----------------------------------------------------------------------------
@@ -299,12 +459,15 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
 
-    name, args = c.model, models.model_args(c.model, c.preset, n_sources=c.n_sources,
-                                            causal=c.causal)
+    allowed = (enhancement_constraint(c.n_sources).to(device)
+               if c.task == "enhance" else None)
+    strategy = STRATEGIES[c.strategy](c, device, allowed)
+    name, args = strategy.model_spec() or (
+        c.model, models.model_args(c.model, c.preset, n_sources=c.n_sources, causal=c.causal))
     torch.manual_seed(c.seed)
     model = models.build(name, args).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    step, best, bad_total, elapsed0 = 0, None, 0, 0.0
+    step, best, bad_total, elapsed0, strategy_state = 0, None, 0, 0.0, None
     last_path, best_path = out / "last.pt", out / "best.pt"
     if last_path.exists():
         ckpt = models.load_checkpoint(last_path, map_location=device)
@@ -315,13 +478,15 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         opt.load_state_dict(ckpt["optimizer"])
         step, best = ckpt["step"], ckpt.get("best_score")
         bad_total, elapsed0 = ckpt.get("bad_steps", 0), ckpt.get("elapsed_s", 0.0)
+        strategy_state = ckpt.get("strategy_state", {})
         log.info("resuming %s from step %d", out, step)
     if step >= c.max_steps:
         log.info("%s already finished (%d steps)", out, step)
         return {"step": step, "best_score": best, "bad_steps": bad_total, "stopped": False}
 
     total_examples = c.max_steps * c.batch_size * world
-    train_set, valid_mix, paired = _datasets(c, total_examples)
+    train_set, valid_mix, paired, epoch_steps = _datasets(c, total_examples)
+    strategy.start(model, strategy_state, epoch_steps)
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=c.batch_size,
         sampler=_StepSampler(step, c.max_steps, c.batch_size, rank, world),
@@ -331,9 +496,6 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    allowed = (enhancement_constraint(c.n_sources).to(device)
-               if c.task == "enhance" else None)
-    strategy = STRATEGIES[c.strategy]
     amp = c.amp and device.type == "cuda"
 
     if rank == 0:
@@ -356,7 +518,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                        step=step, task=c.task, metrics=metrics or {})
         if kind == "last":
             content.update(optimizer=opt.state_dict(), best_score=best, bad_steps=bad_total,
-                           elapsed_s=elapsed0 + time.perf_counter() - start_time)
+                           elapsed_s=elapsed0 + time.perf_counter() - start_time,
+                           strategy_state=strategy.state_dict())
             models.save_checkpoint(last_path, **content)
         else:
             models.save_checkpoint(best_path, **content)
@@ -384,7 +547,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, c)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = strategy(net, batch, c, allowed)
+                loss = strategy.loss(net, batch, step)
             finite = bool(torch.isfinite(loss))
             if finite:
                 opt.zero_grad(set_to_none=True)
@@ -410,6 +573,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             consecutive_bad = 0
             opt.step()
             step += 1
+            strategy.after_step(model, step)
             running.append(float(loss.detach()))
             since_log += 1
             if bar:
