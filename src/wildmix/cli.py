@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     build = corpus_cmd.add_parser(
         "build", help="build the built-in corpus offline from Debian-packaged audio")
     build.add_argument("dir", help="output folder")
-    build.add_argument("--size", choices=("tiny", "small", "large"), default="small")
+    build.add_argument("--size", choices=("tiny", "small", "large", "shift"),
+                       default="small")
     build.add_argument("--kind", choices=("speech", "sounds"), default="speech",
                        help="speech in noise (enhancement) or FUSS-style sound mixtures")
     build.add_argument("--seed", type=int, default=0)
@@ -195,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="processes (default: all cores)")
     build.set_defaults(func=_corpus_build)
     packages = corpus_cmd.add_parser("packages", help="Debian packages a build needs")
-    packages.add_argument("--size", choices=("tiny", "small", "large"), default="small")
+    packages.add_argument("--size", choices=("tiny", "small", "large", "shift"),
+                       default="small")
     packages.add_argument("--kind", choices=("speech", "sounds"), default="speech")
     packages.add_argument("--missing", action="store_true", help="only those not installed")
     packages.set_defaults(func=_corpus_packages)
