@@ -185,12 +185,12 @@ def test_unexpected_error_keeps_progress(tiny_corpus, tmp_path, monkeypatch):
 # --- RemixIT ---------------------------------------------------------------------------------
 
 
-def _teacher(tmp_path, seed=0):
+def _teacher(tmp_path, seed=0, name="stft"):
     torch.manual_seed(seed)
-    args = models.model_args("stft", "tiny", n_sources=3)
-    model = models.build("stft", args)
-    path = tmp_path / "teacher.pt"
-    models.save_checkpoint(path, model_name="stft", model_args=args,
+    args = models.model_args(name, "tiny", n_sources=3)
+    model = models.build(name, args)
+    path = tmp_path / f"teacher-{name}.pt"
+    models.save_checkpoint(path, model_name=name, model_args=args,
                            state_dict=model.state_dict(), sample_rate=16000, task="enhance")
     return path, model
 
@@ -278,6 +278,18 @@ def test_remixit_end_to_end_loss_falls_and_resumes(tiny_corpus, tmp_path):
     for key in a["strategy_state"]["teacher"]:
         torch.testing.assert_close(a["strategy_state"]["teacher"][key],
                                    b["strategy_state"]["teacher"][key], rtol=0, atol=0)
+
+
+def test_remixit_with_the_time_domain_family(tiny_corpus, tmp_path):
+    path, _ = _teacher(tmp_path, name="tdcn")
+    c = _config(tiny_corpus, tmp_path / "r", strategy="remixit", teacher=str(path)).resolved()
+    assert c.model == "tdcn" and c.n_sources == 3
+    strategy = train.RemixIT(c, torch.device("cpu"), None)
+    student = models.build(*strategy.model_spec())
+    strategy.start(student, None, epoch_steps=5)
+    loss = strategy.loss(student, 0.05 * torch.randn(3, 1, 8000), step=0)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is None for p in strategy.teacher.parameters())
 
 
 def test_remixit_config_errors(tiny_corpus, tmp_path):
