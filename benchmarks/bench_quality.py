@@ -125,6 +125,7 @@ def table(cli, data: Path, shift: Path, out: Path, report: Path, steps: int,
         print(f"screenshot of the report: {png}")
     else:
         print("no chromium: no screenshot (apt-get install chromium)")
+    by_voice(data, report)
     summary = json.loads((report / "results.json").read_text())["summary"]
     sisnri = {k: v["si_snri"]["mean"] for k, v in summary.items()}
     pesq = {k: v["pesq"]["mean"] for k, v in summary.items()}
@@ -146,6 +147,27 @@ def table(cli, data: Path, shift: Path, out: Path, report: Path, steps: int,
         print(f"  {'met ' if value >= bound else 'MISSED'}  {label}: {value:+.2f}")
 
 
+def by_voice(data: Path, report: Path) -> None:
+    """Mean SI-SNRi per test voice, from results.json joined with the corpus manifest."""
+    voices = {}
+    for line in (data / "manifest.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("split") == "test" and "voice" in record:
+            voices[record["name"] + ".wav"] = record["voice"]
+    results = json.loads((report / "results.json").read_text())
+    names = sorted(set(voices.values()))
+    print("\nmean SI-SNRi (dB) per test voice; files: "
+          + ", ".join(f"{v} {sum(x == v for x in voices.values())}" for v in names))
+    print(f"{'method':<28} | " + " | ".join(f"{v:>26}" for v in names))
+    for method in results["methods"]:
+        cells = []
+        for v in names:
+            vals = [r["scores"]["si_snri"] for r in results["files"] if r["method"] == method
+                    and voices.get(r["file"]) == v and "si_snri" in r["scores"]]
+            cells.append(f"{sum(vals) / len(vals):26.2f}" if vals else f"{'n/a':>26}")
+        print(f"{method:<28} | " + " | ".join(cells))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000,
@@ -160,6 +182,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="runs/quality")
     parser.add_argument("--report", default="reports/quality")
     parser.add_argument("--plot-only", nargs="*", help="draw the curve of existing runs")
+    parser.add_argument("--by-voice", action="store_true",
+                        help="only print SI-SNRi per test voice of an existing report")
     parser.add_argument("--compare", action="store_true",
                         help="train each variant of VARIANTS for --steps (default 2000)")
     args = parser.parse_args(argv)
@@ -170,6 +194,8 @@ def main(argv=None) -> None:
         if wildmix(argv) != 0:
             raise SystemExit(f"failed: wildmix {' '.join(argv)}")
 
+    if args.by_voice:
+        return by_voice(Path(args.data), Path(args.report))
     if args.compare:
         return compare(cli, Path(args.data), Path(args.out),
                        2000 if args.steps == 3000 else args.steps)
