@@ -139,6 +139,10 @@ def test_enhance_never_overwrites_inputs(tiny_corpus, tmp_path, capsys):
 
     run = tmp_path / "run"
     train.train(_config(tiny_corpus, run, max_steps=2), progress=False)
+    # rerunning a finished run through the CLI reports it and changes nothing
+    assert main(["train", "--data", str(tiny_corpus), "--out", str(run), "--preset", "tiny",
+                 "--max-steps", "2", "--no-progress"]) == 0
+    assert f"{run}: 2 steps" in capsys.readouterr().out
     src = tmp_path / "in"
     shutil.copytree(tiny_corpus / "test" / "noisy", src)
     before = {p.name: p.read_bytes() for p in src.iterdir()}

@@ -482,7 +482,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         log.info("resuming %s from step %d", out, step)
     if step >= c.max_steps:
         log.info("%s already finished (%d steps)", out, step)
-        return {"step": step, "best_score": best, "bad_steps": bad_total, "stopped": False}
+        return {"step": step, "best_score": best, "bad_steps": bad_total, "stopped": False,
+                "out": str(out)}
 
     total_examples = c.max_steps * c.batch_size * world
     train_set, valid_mix, paired, epoch_steps = _datasets(c, total_examples)
