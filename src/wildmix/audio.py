@@ -174,6 +174,11 @@ def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
+def fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    """``x`` cut or zero-padded at the end to ``n`` samples."""
+    return x[:n] if len(x) >= n else np.pad(x, (0, n - len(x)))
+
+
 def write(path: str | os.PathLike, x: np.ndarray, sample_rate: int,
           subtype: str = "FLOAT") -> None:
     """Write ``(T,)`` or ``(T, C)`` atomically (temporary file, then rename)."""

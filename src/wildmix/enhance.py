@@ -144,9 +144,9 @@ class Enhancer:
         if x.shape[1] < 2 * getattr(self.model, "n_fft", 32):  # too short for the STFT
             x = np.pad(x, ((0, 0), (0, 2 * getattr(self.model, "n_fft", 32) - x.shape[1])))
         y = self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()  # (C, M, n')
-        out = np.stack([np.stack([_fit(audio.resample(y[c, m], self.sample_rate, sample_rate),
-                                       n) for m in range(y.shape[1])])
-                        for c in range(y.shape[0])])
+        out = np.stack([np.stack([
+            audio.fit_length(audio.resample(y[c, m], self.sample_rate, sample_rate), n)
+            for m in range(y.shape[1])]) for c in range(y.shape[0])])
         return out  # (C, M, n)
 
     def _stream(self, blocks: Iterator[np.ndarray], length: int, sample_rate: int
@@ -168,10 +168,6 @@ class Enhancer:
             else:
                 tail = y[..., -overlap:].copy() if overlap else None
                 yield y[..., : y.shape[-1] - overlap]
-
-
-def _fit(x: np.ndarray, n: int) -> np.ndarray:
-    return x[:n] if len(x) >= n else np.pad(x, (0, n - len(x)))
 
 
 def _best_permutation(tail: np.ndarray, head: np.ndarray) -> list[int]:

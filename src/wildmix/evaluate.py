@@ -204,12 +204,8 @@ def load_example(name: str, src: Path, refs: list[Path]) -> Example:
     """Read one pair; references are resampled to the input's rate."""
     sr = audio.info(src).sample_rate
     x = audio.read(src, check=False)
-    return Example(name, len(x) / sr, [_fit(audio.read(r, sr, check=False), len(x))
+    return Example(name, len(x) / sr, [audio.fit_length(audio.read(r, sr, check=False), len(x))
                                        for r in refs], x, sr)
-
-
-def _fit(x: np.ndarray, n: int) -> np.ndarray:
-    return x[:n] if len(x) >= n else np.pad(x, (0, n - len(x)))
 
 
 def _match(path: Path) -> Path:
@@ -229,17 +225,17 @@ def _enhance_scores(est: np.ndarray, ex: Example, metrics: tuple[str, ...]
         return {}, {m: "silent reference" for m in metrics}
     for m in metrics:
         try:
-            if m == "si_snr":
-                scores[m] = si_snr(est, clean)
-            elif m == "si_snri":
-                scores[m] = si_snr(est, clean) - si_snr(noisy, clean)
-            elif m == "pesq":
+            if m in ("si_snr", "si_snri") and "si_snr" not in scores:
+                scores["si_snr"] = si_snr(est, clean)
+            if m == "si_snri":
+                scores[m] = scores["si_snr"] - si_snr(noisy, clean)
+            if m == "pesq":
                 scores[m] = pesq_score(est, clean, sr)
-            elif m == "estoi":
+            if m == "estoi":
                 scores[m] = estoi_score(est, clean, sr)
         except Exception as e:  # a metric library failing on one file must not stop the run
             missing[m] = _reason(e)
-    return scores, missing
+    return {m: scores[m] for m in metrics if m in scores}, missing
 
 
 def _separate_scores(est: np.ndarray, ex: Example) -> tuple[dict, dict]:
@@ -303,12 +299,8 @@ class Results:
         for method, entry in summary.items():
             cells = [method]
             for m in self.metrics:
-                s = entry[m]
-                digits = 3 if m == "estoi" else 2
-                cell = "n/a" if s["n"] == 0 else (
-                    f"{s['mean']:.{digits}f}" + ("" if math.isnan(s["ci95"])
-                                                 else f" ± {s['ci95']:.{digits}f}"))
-                cells.append(cell)
+                mean, half = format_mean(entry[m], m)
+                cells.append(mean + (f" ± {half}" if half else ""))
             cells.append(f"{entry['rtf']:.4f}")
             lines.append("| " + " | ".join(cells) + " |")
         n_files = len({r["file"] for r in self.rows})
@@ -335,6 +327,15 @@ class Results:
             Path(tmp).write_text(self.table() + "\n")
         paths["html"] = report.write_html(self, out, examples)
         return paths
+
+
+def format_mean(entry: dict, metric: str) -> tuple[str, str | None]:
+    """A summary entry as text: ``(mean, half-width of the CI or None)``; "n/a" if empty."""
+    if entry["n"] == 0:
+        return "n/a", None
+    digits = 3 if metric == "estoi" else 2
+    half = None if math.isnan(entry["ci95"]) else f"{entry['ci95']:.{digits}f}"
+    return f"{entry['mean']:.{digits}f}", half
 
 
 def _finite(obj):

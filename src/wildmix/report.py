@@ -7,7 +7,6 @@ links and no scripts or web fonts, so the folder can be opened offline or copied
 from __future__ import annotations
 
 import html
-import math
 import re
 from pathlib import Path
 
@@ -63,12 +62,10 @@ def spectrogram_png(path: Path, signals: list[tuple[str, np.ndarray]], sample_ra
 
 
 def _cell(entry: dict, metric: str) -> str:
-    if entry["n"] == 0:
-        return "n/a"
-    digits = 3 if metric == "estoi" else 2
-    text = f"{entry['mean']:.{digits}f}"
-    if not math.isnan(entry["ci95"]):
-        text += f" <span class=small>± {entry['ci95']:.{digits}f}</span>"
+    from wildmix.evaluate import format_mean
+
+    mean, half = format_mean(entry, metric)
+    text = mean + (f" <span class=small>± {half}</span>" if half else "")
     if entry["missing"]:
         text += f" <span class=small>({entry['missing']} missing)</span>"
     return text

@@ -324,7 +324,8 @@ def _ignore_signals(_):
 
 
 def _datasets(c: TrainConfig, total_examples: int):
-    """Training dataset, fixed validation mixtures and paired validation files."""
+    """Training dataset, fixed validation mixtures, paired validation files, and the
+    duration of the training recordings in seconds."""
     noise_clips = None
     if c.strategy == "supervised":
         pairs = wdata.paired_clips(c.data, c.clean)
@@ -332,17 +333,14 @@ def _datasets(c: TrainConfig, total_examples: int):
                                     total_examples, seed=c.seed)
         recordings = [n for n, _ in pairs]
         log.info("supervised training on %d noisy/clean pairs", len(pairs))
-    elif c.strategy == "remixit":
-        index = wdata.index_folder(c.data)
-        recordings = index.clips
-        log.info("recordings %s: %s", c.data, index.summary())
-        train = wdata.RecordingDataset(recordings, c.sample_rate, c.segment_seconds,
-                                       total_examples, seed=c.seed)
     else:
         index = wdata.index_folder(c.data)
         recordings = index.clips
         log.info("recordings %s: %s", c.data, index.summary())
-        if c.noise == "auto":
+        if c.strategy == "remixit":  # the teacher supplies the noise: recordings only
+            train = wdata.RecordingDataset(recordings, c.sample_rate, c.segment_seconds,
+                                           total_examples, seed=c.seed)
+        elif c.noise == "auto":
             noise = wdata.harvest_noise(index)
             if not noise.clips:
                 raise wdata.DataError(f"the VAD found no speech-free stretch of 1 s or more "
@@ -353,10 +351,11 @@ def _datasets(c: TrainConfig, total_examples: int):
             noise = wdata.index_folder(c.noise)
             log.info("noise %s: %s", c.noise, noise.summary())
             noise_clips = noise.clips
-        train = wdata.MixtureDataset(
-            recordings, noise_clips if c.task == "enhance" else None, c.sample_rate,
-            c.segment_seconds, total_examples, relative_gain_db=c.relative_gain_db,
-            noise_augment=c.noise_augment, seed=c.seed)
+        if c.strategy == "mixit":
+            train = wdata.MixtureDataset(
+                recordings, noise_clips if c.task == "enhance" else None, c.sample_rate,
+                c.segment_seconds, total_examples, relative_gain_db=c.relative_gain_db,
+                noise_augment=c.noise_augment, seed=c.seed)
 
     valid_mix, paired = None, []
     if c.valid:
@@ -372,10 +371,8 @@ def _datasets(c: TrainConfig, total_examples: int):
             valid_mix = wdata.MixtureDataset(vrec, vnoise if c.task == "enhance" else None,
                                              c.sample_rate, c.segment_seconds,
                                              c.valid_mixtures, seed=c.seed + 1)
-    epoch_steps = math.ceil(sum(r.duration for r in recordings)
-                            / (c.segment_seconds * c.batch_size * int(os.environ.get(
-                                "WORLD_SIZE", "1"))))
-    return train, valid_mix, paired, epoch_steps
+    seconds = sum(r.duration for r in recordings)
+    return train, valid_mix, paired, seconds
 
 
 # --- the loop -----------------------------------------------------------------------------
@@ -486,7 +483,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                 "out": str(out)}
 
     total_examples = c.max_steps * c.batch_size * world
-    train_set, valid_mix, paired, epoch_steps = _datasets(c, total_examples)
+    train_set, valid_mix, paired, seconds = _datasets(c, total_examples)
+    epoch_steps = math.ceil(seconds / (c.segment_seconds * c.batch_size * world))
     strategy.start(model, strategy_state, epoch_steps)
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=c.batch_size,
