@@ -154,6 +154,18 @@ def test_evaluate_scores_records_failures_and_writes_report(tiny_corpus, tmp_pat
     assert oct((tmp_path / "report" / "report.html").stat().st_mode & 0o777) != "0o600"
 
 
+def test_nan_reference_is_recorded_as_missing(tiny_corpus, tmp_path):
+    data = tmp_path / "data"
+    names = _copy_pairs(tiny_corpus, data, n=1)
+    clean, sr = sf.read(data / "clean" / names[0], dtype="float32")
+    clean[100] = np.nan
+    sf.write(data / "clean" / names[0], clean, sr, subtype="FLOAT")
+    res = evaluate.evaluate(data, {"noisy": evaluate.BASELINES["noisy"]}, progress=False)
+    row = res.rows[0]
+    assert row["scores"] == {} and "NaN" in row["missing"]["si_snr"]
+    assert res.summary()["noisy"]["si_snr"]["missing"] == 1
+
+
 def test_evaluate_rejects_length_mismatch_naming_the_file(tiny_corpus, tmp_path):
     data = tmp_path / "data"
     names = _copy_pairs(tiny_corpus, data, n=2)

@@ -221,8 +221,10 @@ def _enhance_scores(est: np.ndarray, ex: Example, metrics: tuple[str, ...]
                     ) -> tuple[dict, dict]:
     clean, noisy, sr = ex.reference[0], ex.inputs, ex.sample_rate
     scores, missing = {}, {}
-    if np.abs(clean).max(initial=0.0) < audio.SILENCE_PEAK:
-        return {}, {m: "silent reference" for m in metrics}
+    problem = audio.content_problem(clean)
+    if problem:
+        reason = "silent reference" if problem.startswith("silent") else f"reference {problem}"
+        return {}, {m: reason for m in metrics}
     for m in metrics:
         try:
             if m in ("si_snr", "si_snri") and "si_snr" not in scores:
