@@ -123,3 +123,21 @@ def test_sentences_vary():
     rng = np.random.default_rng(0)
     sentences = {corpus.sentence(rng) for _ in range(200)}
     assert len(sentences) > 190
+
+
+def test_noise_split_agrees_across_sizes(monkeypatch):
+    # fake package listings: the split of a recorded noise file must not depend on the size,
+    # or a model trained on 'large' would hear the noise files of 'small''s test split
+    def listing(packages, cap):
+        return [(p, f"/fake/{p}/{i:03d}.wav") for p in packages for i in range(60)]
+
+    monkeypatch.setattr(corpus, "_noise_files", listing)
+    pools = {size: corpus._noise_pools(corpus.SIZES[size], seed=0)
+             for size in ("small", "large", "shift")}
+    for small_like in ("small", "shift"):
+        for split in ("valid", "test"):
+            assert set(pools[small_like][split]) <= set(pools["large"][split])
+            assert not set(pools[small_like][split]) & set(pools["large"]["train"])
+        assert set(pools[small_like]["train"]) <= set(pools["large"]["train"])
+    every = [f for split in corpus.SPLITS for f in pools["large"][split]]
+    assert len(every) == len(set(every)) == 60 * len(corpus.SIZES["large"].noise_packages)

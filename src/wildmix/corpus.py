@@ -311,15 +311,29 @@ class Item:
     seed: list[int] = field(default_factory=list)
 
 
+# Recorded noise packages are split into train/valid/test group by group, so that a file
+# lands in the same split in every corpus size that has its group: a model trained on
+# 'large' never hears a noise file of 'small''s valid or test split.
+NOISE_GROUPS = (("qabcs-data", "bucklespring-data", "sonic-pi-samples"),
+                ("wesnoth-1.16-data",))
+
+
+def _noise_pools(spec: SizeSpec, seed: int) -> dict[str, list[tuple[str, str]]]:
+    """``split -> [(package, path)]``: a seeded 70 / 15 / 15 shuffle within each group."""
+    pools: dict[str, list[tuple[str, str]]] = {split: [] for split in SPLITS}
+    for group in NOISE_GROUPS:
+        packages = tuple(p for p in spec.noise_packages if p in group)
+        files = _noise_files(packages, spec.noise_files_per_package) if packages else []
+        order = np.random.default_rng([seed, 1]).permutation(len(files))
+        cut1, cut2 = int(0.7 * len(order)), int(0.85 * len(order))
+        for split, part in zip(SPLITS, (order[:cut1], order[cut1:cut2], order[cut2:])):
+            pools[split] += [files[i] for i in sorted(part)]
+    return pools
+
+
 def _plan_speech(spec: SizeSpec, seed: int, snr_range: tuple[float, float]):
     voices = [v for v in VOICES if v.engine in spec.engines]
-    noise_files = _noise_files(spec.noise_packages, spec.noise_files_per_package)
-    # noise files to splits: a seeded shuffle, 70 / 15 / 15
-    order = np.random.default_rng([seed, 1]).permutation(len(noise_files))
-    cut1, cut2 = int(0.7 * len(order)), int(0.85 * len(order))
-    pools = {"train": [noise_files[i] for i in sorted(order[:cut1])],
-             "valid": [noise_files[i] for i in sorted(order[cut1:cut2])],
-             "test": [noise_files[i] for i in sorted(order[cut2:])]}
+    pools = _noise_pools(spec, seed)
     czech = {v.voice: _czech_files(v.voice) for v in voices if v.engine == "czech"}
     items = []
     for si, split in enumerate(SPLITS):
