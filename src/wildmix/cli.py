@@ -83,11 +83,14 @@ def _enhance(args) -> int:
     from wildmix import audio
     from wildmix.enhance import Enhancer
 
-    enhancer = Enhancer.from_checkpoint(args.model, chunk_seconds=args.chunk_seconds,
+    model, inputs = args.model, list(args.paths)
+    if model is None and len(inputs) > 1 and _is_model(Path(inputs[0])):
+        model, inputs = inputs[0], inputs[1:]  # wildmix enhance RUN INPUT...
+    enhancer = Enhancer.from_checkpoint(model or "default", chunk_seconds=args.chunk_seconds,
                                         device=args.device)
     task = args.task or enhancer.task
     jobs = []  # (source, relative output stem)
-    for item in args.inputs:
+    for item in inputs:
         root = Path(item)
         if root.is_dir():
             jobs += [(p, p.relative_to(root).with_suffix("")) for p in audio.find_audio(root)]
@@ -121,6 +124,59 @@ def _enhance(args) -> int:
     return 1 if failed else 0
 
 
+def _adapt(args) -> int:
+    from wildmix.train import TrainConfig, train
+
+    common = dict(data=args.data, out=args.out, valid=args.valid, max_steps=args.max_steps,
+                  max_minutes=args.max_minutes, seed=args.seed, device=args.device,
+                  task="enhance")
+    if args.lr is not None:
+        common["lr"] = args.lr
+    if args.strategy == "remixit":
+        if args.noise:
+            log.warning("--noise is for --strategy mixit; RemixIT takes the noise from the "
+                        "teacher's estimates and ignores it")
+        config = TrainConfig(strategy="remixit", teacher=args.start, **common)
+    else:
+        config = TrainConfig(strategy="mixit", init=args.start, noise=args.noise or "auto",
+                             **common)
+    summary = train(config, progress=not args.no_progress)
+    print(f"{summary['out']}: adapted {args.start} with {args.strategy} for "
+          f"{summary['step']} steps"
+          + (f" (stopped by {summary['stopped']}; rerun to resume)" if summary["stopped"]
+             else "")
+          + f"; enhance with: wildmix enhance {summary['out']} INPUT... --out DIR")
+    return 0
+
+
+def _export(args) -> int:
+    import hashlib
+    from pathlib import Path
+
+    from wildmix import models
+
+    if not str(args.out).endswith(".safetensors"):
+        raise ValueError(f"{args.out}: the output name must end in .safetensors")
+    ckpt = models.load_checkpoint(args.run)
+    config = ckpt.get("train_config") or {}
+    provenance = {"source": Path(ckpt["path"]).name, "step": ckpt.get("step", ""),
+                  "strategy": config.get("strategy", ""), "seed": config.get("seed", ""),
+                  "wildmix": (ckpt.get("versions") or {}).get("wildmix", "")}
+    models.export_safetensors(ckpt, args.out, **provenance)
+    digest = hashlib.sha256(Path(args.out).read_bytes()).hexdigest()
+    size = Path(args.out).stat().st_size / 1e6
+    print(f"wrote {args.out} ({size:.1f} MB, {models.n_parameters(models.from_checkpoint(ckpt))}"
+          f" parameters) from {ckpt['path']}; sha256 {digest}")
+    return 0
+
+
+def _is_model(path) -> bool:
+    """A run folder or a checkpoint file, rather than audio to enhance."""
+    if path.is_dir():
+        return (path / "best.pt").is_file() or (path / "last.pt").is_file()
+    return path.suffix in (".pt", ".safetensors")
+
+
 def _score(args) -> int:
     from wildmix.evaluate import score_folder
 
@@ -134,7 +190,7 @@ def _method_name(path: str, taken: dict) -> str:
 
     p = Path(path)
     name = p.parent.name if p.is_file() and p.stem in ("best", "last") else p.name
-    name = name.removesuffix(".pt") or str(p)
+    name = name.removesuffix(".pt").removesuffix(".safetensors") or str(p)
     base, k = name, 2
     while name in taken:
         name, k = f"{base}-{k}", k + 1
@@ -237,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="RemixIT ema: teacher <- m teacher + (1 - m) student (default 0.9)")
     tr.add_argument("--teacher-every", dest="teacher_every",
                     help="RemixIT: 'step', 'epoch' (default), 'N steps' or 'N epochs'")
+    tr.add_argument("--init", help="start from these weights (run folder, checkpoint or "
+                                   "'default', the shipped model) and take their model")
     tr.add_argument("--model", choices=("stft", "tdcn"))
     tr.add_argument("--preset", choices=("tiny", "cpu", "gpu"))
     tr.add_argument("--n-sources", type=int, dest="n_sources")
@@ -261,9 +319,47 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_train)
 
-    en = commands.add_parser("enhance", help="enhance (or separate) audio files with a model")
-    en.add_argument("model", help="run folder or checkpoint file")
-    en.add_argument("inputs", nargs="+", help="audio files or folders")
+    ad = commands.add_parser(
+        "adapt", help="adapt the shipped model (or another) to your noisy recordings, "
+                      "without clean speech; rerun the same command to resume",
+        description="Self-training on your own noisy recordings: RemixIT (default) from the "
+                    "shipped model, or MixIT fine-tuning with noise-only clips. The result "
+                    "is a run folder for `wildmix enhance RUN INPUT... --out DIR`.")
+    ad.add_argument("--data", required=True, help="folder of your noisy recordings")
+    ad.add_argument("--out", required=True, help="run folder for the adapted model")
+    ad.add_argument("--from", dest="start", default="default",
+                    help="model to adapt: 'default' (shipped), a run folder or a checkpoint")
+    ad.add_argument("--strategy", choices=("remixit", "mixit"), default="remixit",
+                    help="remixit (default: recordings only) or mixit fine-tuning")
+    ad.add_argument("--noise", help="mixit: folder of noise-only clips, or 'auto' (default) "
+                                    "for speech-free stretches found by a VAD")
+    ad.add_argument("--valid", help="optional paired folder (noisy/, clean/) to monitor and "
+                                    "pick the best checkpoint; without it the last is kept")
+    ad.add_argument("--max-steps", type=int, default=3000, dest="max_steps",
+                    help="step budget (default 3000)")
+    ad.add_argument("--max-minutes", type=float, default=20.0, dest="max_minutes",
+                    help="time budget in minutes (default 20)")
+    ad.add_argument("--lr", type=float, help="peak learning rate (default 5e-4)")
+    ad.add_argument("--seed", type=int, default=0)
+    ad.add_argument("--device")
+    ad.add_argument("--no-progress", action="store_true")
+    ad.set_defaults(func=_adapt)
+
+    ex = commands.add_parser(
+        "export", help="write a run's model as one safetensors file (weights and model "
+                       "description, no optimiser), loadable wherever a checkpoint is")
+    ex.add_argument("run", help="run folder (its best.pt) or checkpoint file")
+    ex.add_argument("--out", required=True, help="output .safetensors file")
+    ex.set_defaults(func=_export)
+
+    en = commands.add_parser(
+        "enhance", help="enhance (or separate) audio files; the shipped model by default",
+        description="wildmix enhance [RUN] INPUT... --out DIR: with no RUN (a run folder or "
+                    "checkpoint file first, or --model), the model shipped with wildmix")
+    en.add_argument("paths", nargs="+", metavar="[RUN] INPUT",
+                    help="an optional run folder or checkpoint, then audio files or folders")
+    en.add_argument("--model", help="run folder, checkpoint file or shipped model name "
+                                    "(default: 'default', the shipped model)")
     en.add_argument("--out", required=True, help="output folder (inputs are never overwritten)")
     en.add_argument("--task", choices=("enhance", "separate"),
                     help="separate: write every output (default: the model's task)")
@@ -309,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     from wildmix.data import DataError
 
     expected = (AudioError, CorpusError, DataError, FileNotFoundError, FileExistsError)
-    if args.command in ("train", "enhance", "score", "evaluate"):
+    if args.command in ("train", "adapt", "export", "enhance", "score", "evaluate"):
         from wildmix.models import CheckpointError
         from wildmix.train import TrainingError
 

@@ -326,7 +326,7 @@ def _noise_pools(spec: SizeSpec, seed: int) -> dict[str, list[tuple[str, str]]]:
         files = _noise_files(packages, spec.noise_files_per_package) if packages else []
         order = np.random.default_rng([seed, 1]).permutation(len(files))
         cut1, cut2 = int(0.7 * len(order)), int(0.85 * len(order))
-        for split, part in zip(SPLITS, (order[:cut1], order[cut1:cut2], order[cut2:])):
+        for split, part in zip(SPLITS, (order[:cut1], order[cut1:cut2], order[cut2:]), strict=True):
             pools[split] += [files[i] for i in sorted(part)]
     return pools
 

@@ -27,6 +27,7 @@ log = logging.getLogger("wildmix")
 class Enhancer:
     """Speech enhancement (or separation) with a trained model.
 
+    >>> enhancer = Enhancer.default()                             # doctest: +SKIP
     >>> enhancer = Enhancer.from_checkpoint("runs/demo")          # doctest: +SKIP
     >>> speech = enhancer.enhance(waveform, sample_rate=44100)     # doctest: +SKIP
     """
@@ -47,6 +48,11 @@ class Enhancer:
         ckpt = models.load_checkpoint(path)
         return cls(models.from_checkpoint(ckpt), ckpt["sample_rate"],
                    task=ckpt.get("task", "enhance"), **kwargs)
+
+    @classmethod
+    def default(cls, **kwargs) -> Enhancer:
+        """The model shipped with wildmix (see MODEL_CARD.md); no download, no training."""
+        return cls.from_checkpoint(models.pretrained_path(), **kwargs)
 
     @property
     def n_sources(self) -> int:

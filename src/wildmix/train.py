@@ -79,6 +79,9 @@ class TrainConfig:
     amp: bool = True
     max_bad_steps: int = 20
     threads: int | None = None
+    # start from these weights (a run folder, a checkpoint or a shipped model's name, e.g.
+    # "default"), whose model, outputs and sample rate the run takes: fine-tuning
+    init: str | None = None
     # RemixIT: the teacher (a run folder or checkpoint) whose model the student copies
     teacher: str | None = None
     teacher_update: str = "ema"  # ema | replace | frozen
@@ -99,11 +102,9 @@ class TrainConfig:
                 raise ValueError("RemixIT needs a teacher: --teacher RUN_OR_CHECKPOINT")
             if c.task != "enhance":
                 raise ValueError("RemixIT is for speech enhancement (--task enhance)")
-            teacher = models.load_checkpoint(c.teacher)
-            c.model, c.sample_rate = teacher["model_name"], teacher["sample_rate"]
-            c.n_sources = teacher["model_args"].get("n_sources", c.n_sources)
-            c.causal = bool(teacher["model_args"].get("causal", c.causal))
-            c.preset = "teacher"
+            if c.init:
+                raise ValueError("RemixIT starts the student from its teacher; drop --init")
+            _adopt_model(c, c.teacher, "teacher")
             if c.teacher_update not in ("ema", "replace", "frozen"):
                 raise ValueError(f"teacher_update must be ema, replace or frozen, got "
                                  f"{c.teacher_update!r}")
@@ -111,8 +112,10 @@ class TrainConfig:
                 raise ValueError(f"teacher_momentum must be in [0, 1), got "
                                  f"{c.teacher_momentum}")
             _interval_steps(c.teacher_every, 1)  # fail early on a typo
+        if c.init:
+            _adopt_model(c, c.init, "init")
         if c.lr is None:
-            c.lr = 5e-4 if c.strategy == "remixit" else 3e-3
+            c.lr = 5e-4 if c.strategy == "remixit" or c.init else 3e-3
         root = Path(c.data)
         if (root / "manifest.jsonl").is_file() and (root / "train" / "mixture").is_dir():
             c.data = str(root / "train" / "mixture")  # a --kind sounds corpus
@@ -140,6 +143,15 @@ class TrainConfig:
         if c.n_sources < 2:
             raise ValueError(f"n_sources must be at least 2, got {c.n_sources}")
         return c
+
+
+def _adopt_model(c: TrainConfig, source: str, role: str) -> None:
+    """Take model, outputs, causality and sample rate from the checkpoint ``source``."""
+    ckpt = models.load_checkpoint(source)
+    c.model, c.sample_rate = ckpt["model_name"], ckpt["sample_rate"]
+    c.n_sources = ckpt["model_args"].get("n_sources", c.n_sources)
+    c.causal = bool(ckpt["model_args"].get("causal", c.causal))
+    c.preset = role
 
 
 # --- strategies: a batch in, a loss out ---------------------------------------------------
@@ -459,10 +471,14 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     allowed = (enhancement_constraint(c.n_sources).to(device)
                if c.task == "enhance" else None)
     strategy = STRATEGIES[c.strategy](c, device, allowed)
+    init = models.load_checkpoint(c.init, map_location=device) if c.init else None
     name, args = strategy.model_spec() or (
-        c.model, models.model_args(c.model, c.preset, n_sources=c.n_sources, causal=c.causal))
+        (init["model_name"], init["model_args"]) if init else
+        (c.model, models.model_args(c.model, c.preset, n_sources=c.n_sources, causal=c.causal)))
     torch.manual_seed(c.seed)
     model = models.build(name, args).to(device)
+    if init:
+        model.load_state_dict(init["state_dict"])  # a resumed run overwrites it below
     opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     step, best, bad_total, elapsed0, strategy_state = 0, None, 0, 0.0, None
     last_path, best_path = out / "last.pt", out / "best.pt"

@@ -3,10 +3,15 @@
 A checkpoint is a dict of plain types and tensors (model name and arguments, weights,
 sample rate, training config, versions), saved atomically and loaded with
 ``torch.load(weights_only=True)``: loading never executes code from the file.
+
+Shipped models (``wildmix/weights/NAME.safetensors``) hold the weights and, as string
+metadata, the model name, its arguments (JSON) and the sample rate; ``load_checkpoint``
+reads them like any checkpoint, and ``pretrained_path()`` finds the one in the package.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -21,6 +26,8 @@ REGISTRY: dict[str, tuple[type[nn.Module], dict[str, dict]]] = {
 }
 FORMAT = "wildmix-checkpoint"
 FORMAT_VERSION = 1
+PRETRAINED_FORMAT = "wildmix-pretrained"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 class CheckpointError(ValueError):
@@ -64,8 +71,13 @@ def save_checkpoint(path: str | os.PathLike, **content) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load a checkpoint without executing code; :class:`CheckpointError` if unusable."""
+    """Load a run folder (its best.pt, else last.pt), a checkpoint file (.pt, .safetensors)
+    or a shipped model by name ("default"), without executing code from it;
+    :class:`CheckpointError` if unusable."""
     path = Path(path)
+    if not path.exists() and len(path.parts) == 1 and (WEIGHTS_DIR / f"{path}.safetensors"
+                                                       ).is_file():
+        path = WEIGHTS_DIR / f"{path}.safetensors"  # a shipped model by name: "default"
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
             if (path / name).is_file():
@@ -75,6 +87,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
             raise CheckpointError(f"{path}: no best.pt or last.pt in this run folder")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
@@ -97,3 +111,54 @@ def from_checkpoint(ckpt: dict) -> nn.Module:
         raise CheckpointError(f"{ckpt.get('path', 'checkpoint')}: weights do not fit "
                               f"{ckpt['model_name']} ({str(e).splitlines()[0]})") from None
     return model.eval()
+
+
+def pretrained_path(name: str = "default") -> Path:
+    """The shipped model ``name`` inside the installed package."""
+    path = WEIGHTS_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+        raise CheckpointError(f"no shipped model {name!r} in {WEIGHTS_DIR} (shipped: "
+                              f"{', '.join(shipped) or 'none'})")
+    return path
+
+
+def export_safetensors(ckpt: dict, path: str | os.PathLike, **metadata: str) -> None:
+    """Write a checkpoint's weights (float32) and model description as safetensors,
+    atomically; ``metadata`` (strings: provenance) goes into the file's header."""
+    from safetensors.torch import save_file
+
+    from wildmix.audio import atomic_path
+
+    tensors = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype)
+               .contiguous() for k, v in ckpt["state_dict"].items()}
+    header = {"format": PRETRAINED_FORMAT, "model_name": ckpt["model_name"],
+              "model_args": json.dumps(ckpt["model_args"], sort_keys=True),
+              "sample_rate": str(ckpt["sample_rate"]), "task": ckpt.get("task", "enhance"),
+              **{k: str(v) for k, v in metadata.items()}}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+
+
+def _load_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{path}: not a readable safetensors file ({first[:200]})") \
+            from None
+    if meta.get("format") != PRETRAINED_FORMAT:
+        raise CheckpointError(f"{path}: not a wildmix model (no {PRETRAINED_FORMAT!r} "
+                              f"metadata)")
+    try:
+        args, rate = json.loads(meta["model_args"]), int(meta["sample_rate"])
+        name = meta["model_name"]
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad model metadata ({e})") from None
+    return {"format": FORMAT, "model_name": name, "model_args": args, "state_dict": state,
+            "sample_rate": rate, "task": meta.get("task", "enhance"), "metadata": meta,
+            "path": str(path)}

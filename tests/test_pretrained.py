@@ -1,0 +1,144 @@
+"""Shipped model, export to safetensors, fine-tuning from weights, and `wildmix adapt`."""
+
+import hashlib
+import json
+import re
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from wildmix import losses, models, train
+from wildmix.cli import main
+from wildmix.enhance import Enhancer
+
+CARD = Path(__file__).resolve().parents[1] / "MODEL_CARD.md"
+
+
+def _tiny_checkpoint(tmp_path, seed=0):
+    torch.manual_seed(seed)
+    args = models.model_args("stft", "tiny", n_sources=3)
+    model = models.build("stft", args)
+    path = tmp_path / "tiny.pt"
+    models.save_checkpoint(path, model_name="stft", model_args=args, step=7,
+                           state_dict=model.state_dict(), sample_rate=16000, task="enhance",
+                           train_config={"strategy": "supervised", "seed": 3})
+    return path, model
+
+
+def test_export_round_trip(tmp_path, capsys):
+    path, model = _tiny_checkpoint(tmp_path)
+    out = tmp_path / "model.safetensors"
+    assert main(["export", str(path), "--out", str(out)]) == 0
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert digest in capsys.readouterr().out
+    ckpt = models.load_checkpoint(out)
+    assert ckpt["model_name"] == "stft" and ckpt["model_args"] == models.model_args(
+        "stft", "tiny", n_sources=3)
+    assert ckpt["sample_rate"] == 16000
+    assert ckpt["metadata"]["step"] == "7" and ckpt["metadata"]["strategy"] == "supervised"
+    x = torch.randn(1, 16000)
+    with torch.no_grad():
+        torch.testing.assert_close(models.from_checkpoint(ckpt)(x), model.eval()(x))
+
+
+def test_export_and_load_errors_are_one_line(tmp_path, capsys):
+    path, _ = _tiny_checkpoint(tmp_path)
+    assert main(["export", str(path), "--out", str(tmp_path / "m.pt")]) == 2
+    assert "must end in .safetensors" in capsys.readouterr().err
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(models.CheckpointError, match="bad.safetensors"):
+        models.load_checkpoint(bad)
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(models.CheckpointError, match="not a wildmix model"):
+        models.load_checkpoint(foreign)
+    sf.write(str(tmp_path / "a.wav"), np.zeros(1600, np.float32), 16000)
+    assert main(["enhance", str(bad), str(tmp_path / "a.wav"), "--out",
+                 str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.safetensors" in err
+
+
+def test_init_starts_from_the_given_weights(tiny_corpus, tmp_path):
+    path, model = _tiny_checkpoint(tmp_path)
+    c = train.TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "ft"), init=str(path),
+                          preset="cpu", max_steps=1, lr=1e-12, warmup_steps=1, batch_size=2,
+                          segment_seconds=1.0, workers=0, valid_files=2, valid_mixtures=2)
+    assert c.resolved().lr == 1e-12 and c.resolved().preset == "init"
+    summary = train.train(c, progress=False)
+    assert summary["step"] == 1
+    got = models.load_checkpoint(tmp_path / "ft" / "last.pt")
+    assert got["model_args"] == models.model_args("stft", "tiny", n_sources=3)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(got["state_dict"][k], v, atol=1e-6, rtol=0)
+    assert train.TrainConfig(data=str(tiny_corpus), init=str(path)).resolved().lr == 5e-4
+    with pytest.raises(ValueError, match="drop --init"):
+        train.TrainConfig(data=str(tiny_corpus), strategy="remixit", teacher=str(path),
+                          init=str(path)).resolved()
+
+
+@pytest.mark.parametrize("strategy", ["remixit", "mixit"])
+def test_adapt_command_then_enhance(tiny_corpus, tmp_path, capsys, strategy):
+    path, _ = _tiny_checkpoint(tmp_path)
+    run = tmp_path / "adapted"
+    argv = ["adapt", "--data", str(tiny_corpus / "train" / "noisy"), "--out", str(run),
+            "--from", str(path), "--strategy", strategy, "--max-steps", "4", "--no-progress"]
+    if strategy == "mixit":
+        argv += ["--noise", str(tiny_corpus / "train" / "noise")]
+    assert main(argv) == 0
+    assert "adapted" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    assert config["strategy"] == strategy
+    assert config["valid"] is None and config["clean"] is None  # no labels used
+    assert (run / "best.pt").is_file()
+    assert main(["enhance", str(run), str(tiny_corpus / "test" / "noisy"), "--out",
+                 str(tmp_path / "o"), "--no-progress"]) == 0
+    assert len(list((tmp_path / "o").glob("*.wav"))) == 6
+
+
+# --- the shipped model ------------------------------------------------------------------------
+
+
+def test_shipped_model_checksum_matches_the_model_card():
+    path = models.pretrained_path()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    stated = re.findall(r"sha256[^0-9a-f]*([0-9a-f]{64})", CARD.read_text())
+    assert stated and stated[0] == digest
+    assert path.stat().st_size < 5e6  # a few MB at most
+
+
+@pytest.fixture()
+def offline(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network access during a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_shipped_model_loads_offline_and_enhances(tiny_corpus, offline, tmp_path, capsys):
+    enhancer = Enhancer.default()
+    assert enhancer.sample_rate == 16000 and enhancer.n_sources >= 2
+    # the CLI with no model argument: the shipped model
+    noisy_dir = tiny_corpus / "test" / "noisy"
+    assert main(["enhance", str(noisy_dir), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 0
+    gains = []
+    for noisy_path in sorted(noisy_dir.glob("*.wav")):
+        clean, _ = sf.read(str(tiny_corpus / "test" / "clean" / noisy_path.name),
+                           dtype="float32")
+        noisy, _ = sf.read(str(noisy_path), dtype="float32")
+        out, rate = sf.read(str(tmp_path / "o" / noisy_path.name), dtype="float32")
+        assert rate == 16000 and out.shape == noisy.shape and np.isfinite(out).all()
+        ref = torch.from_numpy(clean)
+        gains.append(float(losses.sisnr(torch.from_numpy(out), ref)
+                           - losses.sisnr(torch.from_numpy(noisy), ref)))
+    # a working enhancer on unseen TTS speech in noise; the card has the real figures
+    assert np.mean(gains) > 3.0
