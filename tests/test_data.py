@@ -195,3 +195,49 @@ def test_noise_augment_adds_noise_to_first_mixture(salted):
     assert spectrum[np.argmin(np.abs(freqs - 3000))] > 100 * spectrum[np.argmin(
         np.abs(freqs - 3000)) + 400]  # the noise's tone is now in the noisy mixture
     assert abs(_peak_freq(plain, 16000) - 440) < 2
+
+
+def _peak_hz(x, rate):
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return np.fft.rfftfreq(len(x), 1 / rate)[np.argmax(spectrum)]
+
+
+@pytest.mark.parametrize("factor", [0.85, 1.0, 1.15])
+def test_change_speed_moves_pitch_by_the_factor(factor):
+    rate = 16000
+    t = np.arange(rate) / rate
+    tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    y = data.change_speed(tone, factor, rate, np.random.default_rng(0))
+    assert y.shape == tone.shape and y.dtype == np.float32
+    voiced = y[np.abs(y) > 0][: rate // 2]
+    assert abs(_peak_hz(voiced, rate) - 440 * factor) < 4
+
+
+def test_equalise_applies_the_drawn_gain_at_each_node():
+    rate = 16000
+    t = np.arange(rate) / rate
+    nodes = np.geomspace(100.0, rate / 2, 6)
+    gains = np.random.default_rng(3).uniform(-8, 8, 6)  # the draw equalise will make
+    for k in (1, 2, 3, 4):  # tones at interior nodes: the gain there is exactly gains[k]
+        tone = np.sin(2 * np.pi * round(nodes[k]) * t).astype(np.float32)
+        y = data.equalise(tone, rate, np.random.default_rng(3))
+        got = 20 * np.log10(np.sqrt(np.mean(y**2)) / np.sqrt(np.mean(tone**2)))
+        assert abs(got - gains[k]) < 0.1
+    flat = data.equalise(tone, rate, np.random.default_rng(3), max_db=0.0)
+    np.testing.assert_allclose(flat, tone, atol=1e-5)
+
+
+def test_paired_augment_transforms_every_clean_crop_deterministically(tiny_corpus):
+    from wildmix.train import TrainConfig
+
+    c = TrainConfig(data=str(tiny_corpus), strategy="supervised").resolved()
+    pairs = data.paired_clips(c.data, c.clean)
+    plain = data.PairedDataset(pairs, 16000, 2.0, 16, seed=1)
+    aug = data.PairedDataset(pairs, 16000, 2.0, 16, seed=1, augment=True)
+    changed = 0
+    for i in range(8):
+        item = aug[i]
+        assert item.shape == (2, 32000) and torch.isfinite(item).all()
+        torch.testing.assert_close(aug[i], item)  # deterministic per (seed, epoch, index)
+        changed += not torch.allclose(item[1], plain[i][1])
+    assert changed == 8  # every clean crop is transformed

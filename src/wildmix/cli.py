@@ -86,6 +86,8 @@ def _enhance(args) -> int:
     model, inputs = args.model, list(args.paths)
     if model is None and len(inputs) > 1 and _is_model(Path(inputs[0])):
         model, inputs = inputs[0], inputs[1:]  # wildmix enhance RUN INPUT...
+    elif model is None and _is_model(Path(inputs[0])):
+        raise ValueError(f"{inputs[0]} is a model; give the audio to enhance after it")
     enhancer = Enhancer.from_checkpoint(model or "default", chunk_seconds=args.chunk_seconds,
                                         device=args.device)
     task = args.task or enhancer.task
@@ -309,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--loss", choices=("snr", "sisnr"))
     tr.add_argument("--search", choices=("exact", "efficient"))
     tr.add_argument("--sparsity", type=float, help="weight of the sparsity loss")
+    tr.add_argument("--augment", action="store_true", default=None,
+                    help="supervised: change the clean speech (speed 0.85..1.15, random EQ) "
+                         "and remix it with other noise, for voices unlike the training ones")
     tr.add_argument("--noise-augment", type=float, dest="noise_augment",
                     help="probability of extra noise in the noisy mixture (Saito et al.)")
     tr.add_argument("--relative-gain-db", type=float, nargs=2, dest="relative_gain_db")

@@ -326,24 +326,77 @@ class PairedDataset(_SegmentDataset):
 
     The noisy crop is set to an RMS level drawn from ``level_db``; the clean crop gets the
     same gain, so ``noisy - clean`` stays the noise.
+
+    With ``augment=True`` the clean speech of every item is changed before it is mixed
+    again with its noise (``noisy - clean``), so that a few training voices stand for many:
+    a speed change by a factor in 0.85..1.15 (pitch and formants move together, as between
+    speakers of different size), a smooth random equaliser (-8..+8 dB at six frequencies,
+    as between microphones and rooms), and, half of the time, the noise of another item at
+    an SNR drawn from ``snr_db``.
     """
 
     def __init__(self, pairs: Sequence[tuple[Clip, Clip]], sample_rate: int = 16000,
                  segment_seconds: float = 4.0, examples_per_epoch: int = 1000,
-                 level_db: tuple[float, float] = (-30.0, -20.0), seed: int = 0):
+                 level_db: tuple[float, float] = (-30.0, -20.0), seed: int = 0,
+                 augment: bool = False, snr_db: tuple[float, float] = (-5.0, 15.0)):
         if not pairs:
             raise DataError("no noisy/clean pairs")
         super().__init__(sample_rate, segment_seconds, examples_per_epoch, seed)
         self.pairs, self.level_db = list(pairs), level_db
+        self.augment, self.snr_db = augment, snr_db
         self._p = _duration_weights([n for n, _ in self.pairs])
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        rng = self._rng(index)
+    def _pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         noisy, clean = self.pairs[int(rng.choice(len(self.pairs), p=self._p))]
         # the same random crop of both: draw it once and replay the generator state
         state = rng.bit_generator.state
         x = read_crop(noisy, self.sample_rate, self.length, rng)
         rng.bit_generator.state = state
-        s = read_crop(clean, self.sample_rate, self.length, rng)
+        return x, read_crop(clean, self.sample_rate, self.length, rng)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = self._rng(index)
+        x, s = self._pair(rng)
+        if self.augment:
+            noise = x - s
+            s = equalise(change_speed(s, rng.uniform(0.85, 1.15), self.sample_rate, rng),
+                         self.sample_rate, rng)
+            if rng.random() < 0.5:
+                other, other_clean = self._pair(rng)
+                noise = other - other_clean
+                snr = rng.uniform(*self.snr_db)
+                noise = noise * math.sqrt(np.mean(np.square(s, dtype=np.float64))
+                                          / (np.mean(np.square(noise, dtype=np.float64))
+                                             + 1e-20) / 10 ** (snr / 10))
+            x = (s + noise).astype(np.float32)
         gain = 10 ** (rng.uniform(*self.level_db) / 20) / max(audio.rms(x), 1e-8)
         return torch.from_numpy(np.stack([x * gain, s * gain]).astype(np.float32))
+
+
+def change_speed(x: np.ndarray, factor: float, sample_rate: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """``x`` played ``factor`` times faster (pitch up by the same ratio), same length: a
+    longer result is cropped at random, a shorter one placed at random in zeros."""
+    import soxr
+
+    y = soxr.resample(x, sample_rate * factor, sample_rate).astype(np.float32)
+    n = len(x)
+    if len(y) >= n:
+        start = int(rng.integers(len(y) - n + 1))
+        return y[start:start + n]
+    out = np.zeros(n, np.float32)
+    offset = int(rng.integers(n - len(y) + 1))
+    out[offset:offset + len(y)] = y
+    return out
+
+
+def equalise(x: np.ndarray, sample_rate: int, rng: np.random.Generator,
+             max_db: float = 8.0) -> np.ndarray:
+    """``x`` through a smooth random equaliser: gains in ``-max_db..max_db`` drawn at six
+    log-spaced frequencies (100 Hz to Nyquist), interpolated on a log-frequency axis."""
+    spectrum = np.fft.rfft(x.astype(np.float64))
+    freqs = np.fft.rfftfreq(len(x), 1.0 / sample_rate)
+    nodes = np.geomspace(100.0, sample_rate / 2, 6)
+    gains_db = rng.uniform(-max_db, max_db, len(nodes))
+    curve = np.interp(np.log(np.maximum(freqs, 1.0)), np.log(nodes), gains_db)
+    return np.fft.irfft(spectrum * 10 ** (curve / 20), len(x)).astype(np.float32)
