@@ -75,8 +75,9 @@ bench: $(STAMP) debs
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_enhance.py
 
-# slow (about 45 minutes on 2 cores): MixIT, supervised, RemixIT (from MixIT and across a
-# domain shift) on the same budget, evaluated with the baselines on small's test split
+# slow (about an hour on 2 cores): MixIT, supervised, RemixIT (from MixIT and across a
+# domain shift) on the same budget, the shipped model and its `wildmix adapt`, evaluated with
+# the baselines on small's test split
 bench-quality: $(STAMP) debs
 	scripts/install-debs.sh $(PY) shift speech
 	scripts/apt-install.sh "the report's screenshot" \

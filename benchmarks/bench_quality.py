@@ -3,6 +3,7 @@
     python benchmarks/bench_quality.py [--steps 3000] [--remixit-steps 1500]   # the table
     python benchmarks/bench_quality.py --curve 60     # SI-SNRi against training time (PNG)
     python benchmarks/bench_quality.py --compare [--steps 2000]   # MixIT remedies
+    python benchmarks/bench_quality.py --voices default runs/x    # per voice, valid + test
 
 The table (default): builds the 'small' corpus and the 'shift' corpus (other voices and
 noises) if needed, then trains, each on the same model (stft/cpu) and step budget:
@@ -194,6 +195,39 @@ def by_voice(data: Path, report: Path) -> dict[str, dict[str, dict[str, float]]]
     return means
 
 
+def voices(data: Path, runs_: list[str]) -> None:
+    """Per voice of the valid and test splits: mean SI-SNRi of each model on the noisy
+    files, and how much of the clean speech alone it keeps (SI-SNR of its output for the
+    clean file: a model that takes a voice for noise scores low here)."""
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    from wildmix import losses
+    from wildmix.enhance import Enhancer
+
+    records = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
+    items = [r for r in records if r.get("split") in ("valid", "test") and "voice" in r]
+    print(f"\n{'model':<24} | {'split':<5} | {'voice':<28} | files | SI-SNRi dB | "
+          "clean kept, SI-SNR dB")
+    for run in runs_:
+        enhancer = Enhancer.from_checkpoint(run)
+        rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for r in items:
+            noisy, _ = sf.read(str(data / r["files"]["noisy"]), dtype="float32")
+            clean, rate = sf.read(str(data / r["files"]["clean"]), dtype="float32")
+            ref = torch.from_numpy(clean)
+            score = [float(losses.sisnr(torch.from_numpy(np.ascontiguousarray(x)), ref))
+                     for x in (enhancer.enhance(noisy, rate), noisy,
+                               enhancer.enhance(clean, rate))]
+            rows.setdefault((r["split"], r["voice"]), []).append(
+                (score[0] - score[1], score[2]))
+        for (split, voice), values in sorted(rows.items()):
+            gains, kept = zip(*values, strict=True)
+            print(f"{run:<24} | {split:<5} | {voice:<28} | {len(values):5d} | "
+                  f"{np.mean(gains):+10.2f} | {np.mean(kept):8.1f}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000,
@@ -210,6 +244,9 @@ def main(argv=None) -> None:
     parser.add_argument("--plot-only", nargs="*", help="draw the curve of existing runs")
     parser.add_argument("--by-voice", action="store_true",
                         help="only print SI-SNRi per test voice of an existing report")
+    parser.add_argument("--voices", nargs="+", metavar="MODEL",
+                        help="only per-voice SI-SNRi and kept clean speech of these models "
+                             "on the valid and test splits")
     parser.add_argument("--compare", action="store_true",
                         help="train each variant of VARIANTS for --steps (default 2000)")
     args = parser.parse_args(argv)
@@ -220,6 +257,9 @@ def main(argv=None) -> None:
         if wildmix(argv) != 0:
             raise SystemExit(f"failed: wildmix {' '.join(argv)}")
 
+    if args.voices:
+        voices(Path(args.data), args.voices)
+        return None
     if args.by_voice:
         by_voice(Path(args.data), Path(args.report))
         return None

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import re
 import socket
 from pathlib import Path
@@ -35,6 +36,9 @@ def test_export_round_trip(tmp_path, capsys):
     assert main(["export", str(path), "--out", str(out)]) == 0
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     assert digest in capsys.readouterr().out
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask  # not the writer's private 0600
     ckpt = models.load_checkpoint(out)
     assert ckpt["model_name"] == "stft" and ckpt["model_args"] == models.model_args(
         "stft", "tiny", n_sources=3)

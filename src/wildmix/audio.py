@@ -154,9 +154,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        # mkstemp makes the file private (0600); give it the mode a plain open() would
-        os.chmod(tmp, 0o666 & ~_umask())
         yield tmp
+        # mkstemp makes the file private (0600), and some writers (safetensors) make their
+        # own: give the result the mode a plain open() would
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
