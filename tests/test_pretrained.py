@@ -83,6 +83,8 @@ def test_init_starts_from_the_given_weights(tiny_corpus, tmp_path):
     for k, v in model.state_dict().items():
         torch.testing.assert_close(got["state_dict"][k], v, atol=1e-6, rtol=0)
     assert train.TrainConfig(data=str(tiny_corpus), init=str(path)).resolved().lr == 5e-4
+    with pytest.raises(ValueError, match="for --supervised"):
+        train.TrainConfig(data=str(tiny_corpus), init=str(path), augment=True).resolved()
     with pytest.raises(ValueError, match="drop --init"):
         train.TrainConfig(data=str(tiny_corpus), strategy="remixit", teacher=str(path),
                           init=str(path)).resolved()

@@ -136,6 +136,8 @@ class TrainConfig:
             c.relative_gain_db = (-25.0, 0.0) if c.task == "enhance" else (-5.0, 5.0)
         if c.search is None:
             c.search = "exact" if c.n_sources <= 12 else "efficient"
+        if c.augment and c.strategy != "supervised":
+            raise ValueError("--augment changes clean speech: it is for --supervised training")
         if c.strategy == "supervised" and not c.clean:
             raise ValueError("the supervised strategy needs clean references (--clean DIR)")
         if c.task == "enhance" and c.strategy == "mixit" and c.noise is None:
