@@ -62,7 +62,7 @@ def _train(args) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     if args.supervised:
         overrides["strategy"] = "supervised"
-    for key in ("relative_gain_db",):
+    for key in ("relative_gain_db", "augment_speed"):
         if key in overrides:
             overrides[key] = tuple(overrides[key])
     summary = train(TrainConfig(**overrides), progress=not args.no_progress)
@@ -314,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--augment", action="store_true", default=None,
                     help="supervised: change the clean speech (speed 0.85..1.15, random EQ) "
                          "and remix it with other noise, for voices unlike the training ones")
+    tr.add_argument("--augment-speed", type=float, nargs=2, dest="augment_speed",
+                    metavar=("LOW", "HIGH"), help="--augment: speed factor range "
+                                                  "(default 0.85 1.15)")
     tr.add_argument("--noise-augment", type=float, dest="noise_augment",
                     help="probability of extra noise in the noisy mixture (Saito et al.)")
     tr.add_argument("--relative-gain-db", type=float, nargs=2, dest="relative_gain_db")

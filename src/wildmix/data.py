@@ -329,21 +329,22 @@ class PairedDataset(_SegmentDataset):
 
     With ``augment=True`` the clean speech of every item is changed before it is mixed
     again with its noise (``noisy - clean``), so that a few training voices stand for many:
-    a speed change by a factor in 0.85..1.15 (pitch and formants move together, as between
-    speakers of different size), a smooth random equaliser (-8..+8 dB at six frequencies,
-    as between microphones and rooms), and, half of the time, the noise of another item at
-    an SNR drawn from ``snr_db``.
+    a speed change by a factor drawn from ``speed`` (default 0.85..1.15; pitch and
+    formants move together, as between speakers of different size), a smooth random
+    equaliser (-8..+8 dB at six frequencies, as between microphones and rooms), and, half
+    of the time, the noise of another item at an SNR drawn from ``snr_db``.
     """
 
     def __init__(self, pairs: Sequence[tuple[Clip, Clip]], sample_rate: int = 16000,
                  segment_seconds: float = 4.0, examples_per_epoch: int = 1000,
                  level_db: tuple[float, float] = (-30.0, -20.0), seed: int = 0,
-                 augment: bool = False, snr_db: tuple[float, float] = (-5.0, 15.0)):
+                 augment: bool = False, snr_db: tuple[float, float] = (-5.0, 15.0),
+                 speed: tuple[float, float] = (0.85, 1.15)):
         if not pairs:
             raise DataError("no noisy/clean pairs")
         super().__init__(sample_rate, segment_seconds, examples_per_epoch, seed)
         self.pairs, self.level_db = list(pairs), level_db
-        self.augment, self.snr_db = augment, snr_db
+        self.augment, self.snr_db, self.speed = augment, snr_db, speed
         self._p = _duration_weights([n for n, _ in self.pairs])
 
     def _pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -359,7 +360,7 @@ class PairedDataset(_SegmentDataset):
         x, s = self._pair(rng)
         if self.augment:
             noise = x - s
-            s = equalise(change_speed(s, rng.uniform(0.85, 1.15), self.sample_rate, rng),
+            s = equalise(change_speed(s, rng.uniform(*self.speed), self.sample_rate, rng),
                          self.sample_rate, rng)
             if rng.random() < 0.5:
                 other, other_clean = self._pair(rng)

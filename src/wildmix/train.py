@@ -63,6 +63,7 @@ class TrainConfig:
     sparsity: float = 0.0  # weight of the L1/L2 output-RMS sparsity loss
     noise_augment: float = 0.0  # probability of extra noise in the noisy mixture
     augment: bool = False  # supervised: speed, EQ and noise remixing of the clean speech
+    augment_speed: tuple[float, float] = (0.85, 1.15)  # range of the speed factor
     # level of the second mixture relative to the first, in dB. Default for enhance:
     # (-25, 0), the noise-only mixture 0 to 25 dB below the noisy one, where the noise inside
     # noisy recordings lies; louder draws teach "remove the loud noise, keep the quiet one
@@ -345,7 +346,8 @@ def _datasets(c: TrainConfig, total_examples: int):
     if c.strategy == "supervised":
         pairs = wdata.paired_clips(c.data, c.clean)
         train = wdata.PairedDataset(pairs, c.sample_rate, c.segment_seconds,
-                                    total_examples, seed=c.seed, augment=c.augment)
+                                    total_examples, seed=c.seed, augment=c.augment,
+                                    speed=tuple(c.augment_speed))
         recordings = [n for n, _ in pairs]
         log.info("supervised training on %d noisy/clean pairs", len(pairs))
     else:
