@@ -99,8 +99,7 @@ def test_sounds_kind(tiny_sounds):
 
 
 def test_missing_packages_named(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(corpus.PACKAGES, "flite",
-                        corpus.Package("flite", "x", str(tmp_path / "no-such-flite")))
+    monkeypatch.setattr(corpus, "installed", lambda names: {n: n != "flite" for n in names})
     with pytest.raises(corpus.CorpusError, match="missing Debian packages.*flite"):
         corpus.build(tmp_path / "c", size="tiny")
     assert main(["corpus", "build", str(tmp_path / "c"), "--size", "tiny"]) == 2

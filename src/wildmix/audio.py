@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ import soundfile as sf
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au")
 SILENCE_PEAK = 1e-6  # a file whose peak is below this is treated as silent
 _SFC_SET_ADD_PEAK_CHUNK = 0x1050  # from libsndfile's sndfile.h
+
+log = logging.getLogger("wildmix")
 
 
 class AudioError(ValueError):
@@ -45,14 +48,37 @@ class AudioInfo:
 
 
 def find_audio(root: str | os.PathLike) -> list[Path]:
-    """Audio files under ``root`` (a file or a folder tree), sorted, by extension."""
+    """Audio files under ``root`` (a file or a folder tree), sorted, by extension.
+
+    A path with an audio extension that is not a readable file (a dangling link, a folder
+    named ``x.wav``, a device) is skipped with one warning naming it.
+    """
     root = Path(root)
     if root.is_file():
         return [root]
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such file or folder")
-    return sorted(p for p in root.rglob("*")
-                  if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    found = []
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() not in AUDIO_EXTENSIONS:
+            continue
+        problem = _not_a_file(p)
+        if problem:
+            log.warning("skipping %s: %s", p, problem)
+        else:
+            found.append(p)
+    return found
+
+
+def _not_a_file(p: Path) -> str | None:
+    """Why ``p`` cannot be read as an audio file, or None when it is a regular file."""
+    if p.is_file():
+        return None
+    if p.is_symlink() and not p.exists():
+        return f"dangling link (to {os.readlink(p)})"
+    if p.is_dir():
+        return "a folder, not a file"
+    return "not a regular file"
 
 
 def info(path: str | os.PathLike) -> AudioInfo:
@@ -60,7 +86,7 @@ def info(path: str | os.PathLike) -> AudioInfo:
     try:
         i = sf.info(str(path))
     except Exception as e:  # libsndfile raises several types
-        raise AudioError(path, f"unreadable ({_first_line(e)})") from None
+        raise AudioError(path, f"unreadable ({first_line(e)})") from None
     if i.samplerate <= 0 or i.channels <= 0:
         raise AudioError(path, f"invalid header ({i.samplerate} Hz, {i.channels} channels)")
     if i.frames <= 0:
@@ -110,7 +136,7 @@ def read(
         x, sr = sf.read(str(path), start=start, frames=frames, dtype="float32",
                         always_2d=True)
     except Exception as e:
-        raise AudioError(path, f"unreadable ({_first_line(e)})") from None
+        raise AudioError(path, f"unreadable ({first_line(e)})") from None
     x = to_mono(x)
     if check:
         problem = content_problem(x)
@@ -137,7 +163,7 @@ def scan(path: str | os.PathLike, block_seconds: float = 30.0) -> tuple[AudioInf
     except AudioError:
         raise
     except Exception as e:
-        raise AudioError(path, f"unreadable ({_first_line(e)})") from None
+        raise AudioError(path, f"unreadable ({first_line(e)})") from None
     if peak < SILENCE_PEAK:
         raise AudioError(path, "silent (all zeros)")
     return i, peak
@@ -199,6 +225,8 @@ def _format(path: Path) -> str:
     return {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}.get(ext, "WAV")
 
 
-def _first_line(e: Exception) -> str:
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name when it has none), for
+    one-line error messages."""
     text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    return (text[0] if text else type(e).__name__)[:limit]

@@ -78,10 +78,9 @@ def _train(args) -> int:
 def _enhance(args) -> int:
     from pathlib import Path
 
-    from tqdm import tqdm
-
     from wildmix import audio
     from wildmix.enhance import Enhancer
+    from wildmix.lock import folder_lock
 
     model, inputs = args.model, list(args.paths)
     if model is None and len(inputs) > 1 and _is_model(Path(inputs[0])):
@@ -103,6 +102,18 @@ def _enhance(args) -> int:
     if not jobs:
         raise FileNotFoundError("no audio files in the inputs")
     out = Path(args.out)
+    with folder_lock(out, "enhance"):
+        failed = _enhance_jobs(enhancer, jobs, out, task, args)
+    print(f"wrote {len(jobs) - failed} of {len(jobs)} files to {out}"
+          + (f"; {failed} skipped (see warnings)" if failed else ""))
+    return 1 if failed else 0
+
+
+def _enhance_jobs(enhancer, jobs, out, task, args) -> int:
+    from tqdm import tqdm
+
+    from wildmix import audio
+
     inputs = {p.resolve() for p, _ in jobs}
     failed = 0
     for src, stem in tqdm(jobs, unit="file", disable=args.no_progress or len(jobs) < 2):
@@ -121,9 +132,7 @@ def _enhance(args) -> int:
         except audio.AudioError as e:
             failed += 1
             log.warning("skipping %s", e)
-    print(f"wrote {len(jobs) - failed} of {len(jobs)} files to {out}"
-          + (f"; {failed} skipped (see warnings)" if failed else ""))
-    return 1 if failed else 0
+    return failed
 
 
 def _adapt(args) -> int:
@@ -411,8 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     from wildmix.audio import AudioError
     from wildmix.corpus import CorpusError
     from wildmix.data import DataError
+    from wildmix.lock import LockError
 
-    expected = (AudioError, CorpusError, DataError, FileNotFoundError, FileExistsError)
+    expected = (AudioError, CorpusError, DataError, LockError, FileNotFoundError,
+                FileExistsError)
     if args.command in ("train", "adapt", "export", "enhance", "score", "evaluate"):
         from wildmix.models import CheckpointError
         from wildmix.train import TrainingError

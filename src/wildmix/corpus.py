@@ -24,6 +24,7 @@ Layout (``kind="sounds"``, FUSS-style universal sound separation)::
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -53,7 +54,9 @@ class CorpusError(RuntimeError):
 class Package:
     name: str
     licence: str
-    probe: str  # a path that exists when the package is installed
+    # a glob that matches only files this package installs, for systems without dpkg (a
+    # folder that sibling packages also create, such as another language pack's, is no proof)
+    probe: str
 
 
 PACKAGES = {
@@ -69,13 +72,14 @@ PACKAGES = {
         Package("festvox-kdlpc16k", "BSD-style (CMU)",
                 "/usr/share/festival/voices/english/ked_diphone"),
         Package("espeak-ng", "GPL-3+", "/usr/bin/espeak-ng"),
-        Package("fillets-ng-data-cs", "GPL-2+", "/usr/share/games/fillets-ng/sound"),
+        Package("fillets-ng-data-cs", "GPL-2+", "/usr/share/games/fillets-ng/sound/*/cs/*.ogg"),
         Package("qabcs-data", "GPL-3+ / CC0-1.0 / public domain",
-                "/usr/share/qabcs/abcs/all/noises"),
-        Package("bucklespring-data", "GPL-2+", "/usr/share/buckle/wav"),
-        Package("sonic-pi-samples", "CC0 / CC-BY-SA-4.0 / MIT", "/usr/share/sonic-pi/samples"),
+                "/usr/share/qabcs/abcs/all/noises/*.ogg"),
+        Package("bucklespring-data", "GPL-2+", "/usr/share/buckle/wav/*.wav"),
+        Package("sonic-pi-samples", "CC0 / CC-BY-SA-4.0 / MIT",
+                "/usr/share/sonic-pi/samples/*.flac"),
         Package("wesnoth-1.16-data", "GPL-2+",
-                "/usr/share/games/wesnoth/1.16/data/core/sounds"),
+                "/usr/share/games/wesnoth/1.16/data/core/sounds/ambient/*.ogg"),
     ]
 }
 
@@ -117,6 +121,7 @@ ENGINE_PACKAGES = {
     "espeak": ("espeak-ng",),
     "czech": ("fillets-ng-data-cs",),
 }
+CZECH_ROOT = "/usr/share/games/fillets-ng/sound"  # */cs/*.ogg: fillets-ng-data-cs
 NOISE_SOURCES = {  # package -> (folder, extensions)
     "qabcs-data": ("/usr/share/qabcs/abcs/all/noises", (".ogg",)),
     "bucklespring-data": ("/usr/share/buckle/wav", (".wav",)),
@@ -161,7 +166,22 @@ def required_packages(size: str, kind: str = "speech") -> list[str]:
 
 
 def missing_packages(size: str, kind: str = "speech") -> list[str]:
-    return [p for p in required_packages(size, kind) if not os.path.exists(PACKAGES[p].probe)]
+    """The required packages that are not installed (see :func:`installed`)."""
+    names = required_packages(size, kind)
+    status = installed(names)
+    return [p for p in names if not status[p]]
+
+
+def installed(names: list[str]) -> dict[str, bool]:
+    """Whether each Debian package is installed: dpkg's word where dpkg exists, else
+    whether files that only that package installs are present."""
+    if shutil.which("dpkg-query"):
+        result = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Status}\n", *names],
+                                capture_output=True, text=True)
+        ok = {line.split()[0] for line in result.stdout.splitlines()
+              if line.endswith(" installed") and " ok " in line}
+        return {n: n in ok for n in names}
+    return {n: any(glob.iglob(PACKAGES[n].probe)) for n in names}
 
 
 # --- text ------------------------------------------------------------------------------
@@ -233,8 +253,7 @@ def _synth_batch(engine: str, voice: str, jobs: list[tuple[str, str]]) -> None:
 
 
 def _czech_files(character: str) -> list[str]:
-    root = Path(PACKAGES["fillets-ng-data-cs"].probe)
-    files = sorted(str(p) for p in root.glob("*/cs/*.ogg"))
+    files = sorted(str(p) for p in Path(CZECH_ROOT).glob("*/cs/*.ogg"))
 
     def code(path: str) -> str:
         parts = Path(path).stem.split("-")
@@ -335,9 +354,16 @@ def _plan_speech(spec: SizeSpec, seed: int, snr_range: tuple[float, float]):
     voices = [v for v in VOICES if v.engine in spec.engines]
     pools = _noise_pools(spec, seed)
     czech = {v.voice: _czech_files(v.voice) for v in voices if v.engine == "czech"}
+    for voice, files in czech.items():
+        if not files:
+            raise CorpusError(f"voice czech:{voice} has no recordings in {CZECH_ROOT}/*/cs/ "
+                              "(is fillets-ng-data-cs installed?)")
     items = []
     for si, split in enumerate(SPLITS):
         split_voices = [v for v in voices if v.split == split]
+        if not split_voices and spec.items[split]:
+            raise CorpusError(f"no voice for the {split} split with engines "
+                              f"{', '.join(spec.engines)}")
         for role, count in (("noisy", spec.items[split]),
                             ("noise", spec.items.get(f"{split}_noise", 0))):
             for i in range(count):

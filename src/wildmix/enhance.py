@@ -126,7 +126,7 @@ class Enhancer:
                         w.write(y.T)
                 # leaving the stack closes the writers, then renames every file into place
         except (sf.LibsndfileError, RuntimeError) as e:
-            raise audio.AudioError(src, f"unreadable ({str(e).splitlines()[0]})") from None
+            raise audio.AudioError(src, f"unreadable ({audio.first_line(e)})") from None
 
     # --- the chunk machinery --------------------------------------------------------------
 

@@ -260,8 +260,7 @@ def _separate_scores(est: np.ndarray, ex: Example) -> tuple[dict, dict]:
 
 
 def _reason(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+    return f"{type(e).__name__}: {audio.first_line(e)}"
 
 
 @dataclass

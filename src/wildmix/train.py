@@ -10,6 +10,7 @@ hold state that checkpoints keep (RemixIT's teacher).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -25,6 +26,7 @@ import torch
 
 from wildmix import data as wdata
 from wildmix import losses, models
+from wildmix.lock import folder_lock
 from wildmix.mixit import enhancement_constraint, mixit_loss
 
 log = logging.getLogger("wildmix")
@@ -453,12 +455,21 @@ def _score(metrics: dict) -> float | None:
 def train(config: TrainConfig, progress: bool = True) -> dict:
     """Train (or resume) a run in ``config.out``; returns a summary dict.
 
+    The run folder is locked for the whole run (by rank 0 under DDP).
+
     Raises:
         TrainingError: too many NaN/Inf steps in a row (the last good weights are saved),
             or a run folder that holds a run with another model.
         DataError: no usable training audio.
+        LockError: another process is training in the same folder.
     """
     c = config.resolved()
+    rank, _ = _distributed()
+    with folder_lock(c.out, c.strategy) if rank == 0 else contextlib.nullcontext():
+        return _train(c, progress)
+
+
+def _train(c: TrainConfig, progress: bool) -> dict:
     rank, world = _distributed()
     if c.threads:
         torch.set_num_threads(c.threads)

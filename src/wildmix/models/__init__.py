@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from wildmix.audio import first_line
 from wildmix.models import stft, tdcn
 
 REGISTRY: dict[str, tuple[type[nn.Module], dict[str, dict]]] = {
@@ -91,9 +93,16 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         return _load_safetensors(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(e)})") \
+                from None
+        # PyTorch's own message suggests weights_only=False, which would run the file's code
+        raise CheckpointError(f"{path}: refused: the file holds Python objects, which could "
+                              "run code when loaded; wildmix loads only plain-data "
+                              "checkpoints (weights, numbers, strings)") from None
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(e)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a wildmix checkpoint")
     for key in ("model_name", "model_args", "state_dict", "sample_rate"):
@@ -109,7 +118,7 @@ def from_checkpoint(ckpt: dict) -> nn.Module:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
         raise CheckpointError(f"{ckpt.get('path', 'checkpoint')}: weights do not fit "
-                              f"{ckpt['model_name']} ({str(e).splitlines()[0]})") from None
+                              f"{ckpt['model_name']} ({first_line(e)})") from None
     return model.eval()
 
 
@@ -148,8 +157,7 @@ def _load_safetensors(path: Path) -> dict:
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable safetensors file ({first[:200]})") \
+        raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(e)})") \
             from None
     if meta.get("format") != PRETRAINED_FORMAT:
         raise CheckpointError(f"{path}: not a wildmix model (no {PRETRAINED_FORMAT!r} "
