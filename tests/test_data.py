@@ -7,6 +7,7 @@ import torch
 
 from wildmix import data
 from wildmix.cli import main
+from wildmix.config import resolve
 
 
 def _sine(freq, sr, seconds=3.0, amp=0.5):
@@ -230,7 +231,7 @@ def test_equalise_applies_the_drawn_gain_at_each_node():
 def test_paired_augment_transforms_every_clean_crop_deterministically(tiny_corpus):
     from wildmix.train import TrainConfig
 
-    c = TrainConfig(data=str(tiny_corpus), strategy="supervised").resolved()
+    c = resolved(TrainConfig(data=str(tiny_corpus), strategy="supervised"))
     pairs = data.paired_clips(c.data, c.clean)
     plain = data.PairedDataset(pairs, 16000, 2.0, 16, seed=1)
     aug = data.PairedDataset(pairs, 16000, 2.0, 16, seed=1, augment=True)
@@ -241,3 +242,8 @@ def test_paired_augment_transforms_every_clean_crop_deterministically(tiny_corpu
         torch.testing.assert_close(aug[i], item)  # deterministic per (seed, epoch, index)
         changed += not torch.allclose(item[1], plain[i][1])
     assert changed == 8  # every clean crop is transformed
+
+
+def resolved(c):
+    """The config after resolve(): every default filled in."""
+    return resolve(c).config

@@ -14,6 +14,7 @@ import torch
 
 from wildmix import losses, models, train
 from wildmix.cli import main
+from wildmix.config import resolve
 from wildmix.enhance import Enhancer
 
 CARD = Path(__file__).resolve().parents[1] / "MODEL_CARD.md"
@@ -75,19 +76,19 @@ def test_init_starts_from_the_given_weights(tiny_corpus, tmp_path):
     c = train.TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "ft"), init=str(path),
                           preset="cpu", max_steps=1, lr=1e-12, warmup_steps=1, batch_size=2,
                           segment_seconds=1.0, workers=0, valid_files=2, valid_mixtures=2)
-    assert c.resolved().lr == 1e-12 and c.resolved().preset == "init"
+    assert resolved(c).lr == 1e-12 and resolved(c).preset == "init"
     summary = train.train(c, progress=False)
-    assert summary["step"] == 1
+    assert summary.step == 1
     got = models.load_checkpoint(tmp_path / "ft" / "last.pt")
     assert got["model_args"] == models.model_args("stft", "tiny", n_sources=3)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(got["state_dict"][k], v, atol=1e-6, rtol=0)
-    assert train.TrainConfig(data=str(tiny_corpus), init=str(path)).resolved().lr == 5e-4
+    assert resolved(train.TrainConfig(data=str(tiny_corpus), init=str(path))).lr == 5e-4
     with pytest.raises(ValueError, match="for --supervised"):
-        train.TrainConfig(data=str(tiny_corpus), init=str(path), augment=True).resolved()
+        resolved(train.TrainConfig(data=str(tiny_corpus), init=str(path), augment=True))
     with pytest.raises(ValueError, match="drop --init"):
-        train.TrainConfig(data=str(tiny_corpus), strategy="remixit", teacher=str(path),
-                          init=str(path)).resolved()
+        resolved(train.TrainConfig(data=str(tiny_corpus), strategy="remixit", teacher=str(path),
+                          init=str(path)))
 
 
 @pytest.mark.parametrize("strategy", ["remixit", "mixit"])
@@ -150,3 +151,8 @@ def test_shipped_model_loads_offline_and_enhances(tiny_corpus, offline, tmp_path
                            - losses.sisnr(torch.from_numpy(noisy), ref)))
     # a working enhancer on unseen TTS speech in noise; the card has the real figures
     assert np.mean(gains) > 3.0
+
+
+def resolved(c):
+    """The config after resolve(): every default filled in."""
+    return resolve(c).config

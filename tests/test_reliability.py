@@ -135,3 +135,14 @@ def test_python_dash_m_wildmix():
     result = subprocess.run([sys.executable, "-m", "wildmix", "corpus", "packages", "--size",
                              "tiny"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.split() == ["flite", "qabcs-data"]
+
+
+def test_lock_removes_temporaries_of_a_killed_writer(tmp_path):
+    (tmp_path / "sub").mkdir()
+    stale = [tmp_path / ".last.pt.abc123.tmp", tmp_path / "sub" / ".x.wav.q1.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    (tmp_path / "keep.tmp").write_bytes(b"not ours")
+    with folder_lock(tmp_path, "train"):
+        assert not any(p.exists() for p in stale)
+    assert (tmp_path / "keep.tmp").exists()

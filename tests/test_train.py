@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from wildmix import models, train
+from wildmix import models, strategies, train
 from wildmix.cli import main
+from wildmix.config import interval_steps, resolve
 from wildmix.enhance import Enhancer
 from wildmix.evaluate import score_folder
 
@@ -29,7 +30,7 @@ def test_end_to_end_mixit(tiny_corpus, tmp_path):
     summary = train.train(_config(tiny_corpus, out, preset="cpu", max_steps=250,
                                   batch_size=8, segment_seconds=3.0, valid_every=125,
                                   warmup_steps=25), progress=False)
-    assert summary["step"] == 250 and summary["bad_steps"] == 0
+    assert summary.step == 250 and summary.bad_steps == 0
     entries = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     losses = [e["loss"] for e in entries if "loss" in e]
     assert np.mean(losses[-4:]) < np.mean(losses[:2]) - 1.0  # the MixIT loss falls
@@ -47,23 +48,23 @@ def test_end_to_end_mixit(tiny_corpus, tmp_path):
 def test_resume_after_sigterm_matches_uninterrupted(tiny_corpus, tmp_path):
     whole = train.train(_config(tiny_corpus, tmp_path / "a", max_steps=300,
                                 valid_every=1000), progress=False)
-    assert whole["step"] == 300
+    assert whole.step == 300
     timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGTERM))
     timer.start()
     part = train.train(_config(tiny_corpus, tmp_path / "b", max_steps=300, valid_every=1000),
                        progress=False)
     timer.cancel()
-    assert part["stopped"] == "SIGTERM" and 0 < part["step"] < 300
-    assert models.load_checkpoint(tmp_path / "b" / "last.pt")["step"] == part["step"]
+    assert part.stopped == "SIGTERM" and 0 < part.step < 300
+    assert models.load_checkpoint(tmp_path / "b" / "last.pt")["step"] == part.step
     rest = train.train(_config(tiny_corpus, tmp_path / "b", max_steps=300, valid_every=1000),
                        progress=False)
-    assert rest["step"] == 300
+    assert rest.step == 300
     a, b = _weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     # and a finished run is left alone
     assert train.train(_config(tiny_corpus, tmp_path / "b", max_steps=300, valid_every=1000),
-                       progress=False)["step"] == 300
+                       progress=False).step == 300
 
 
 def test_nan_steps_skipped_then_stopped(tiny_corpus, tmp_path, monkeypatch):
@@ -90,7 +91,7 @@ def _ddp_worker(rank, corpus, out, port):
                       MASTER_PORT=str(port), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     summary = train.train(_config(corpus, out, max_steps=12, valid_every=6), progress=False)
-    torch.save(summary["model"].state_dict(), os.path.join(out, f"rank{rank}.pt"))
+    torch.save(summary.model.state_dict(), os.path.join(out, f"rank{rank}.pt"))
     torch.distributed.destroy_process_group()
 
 
@@ -115,7 +116,7 @@ def test_ddp_two_gloo_processes_keep_identical_weights(tiny_corpus, tmp_path):
 def test_supervised_strategy(tiny_corpus, tmp_path):
     summary = train.train(_config(tiny_corpus, tmp_path / "s", strategy="supervised",
                                   max_steps=10), progress=False)
-    assert summary["step"] == 10
+    assert summary.step == 10
     config = json.loads((tmp_path / "s" / "config.json").read_text())
     assert config["clean"].endswith("train/clean")
 
@@ -155,7 +156,7 @@ def test_separation_on_sounds_corpus(tiny_sounds, tmp_path):
     out = tmp_path / "sep"
     summary = train.train(_config(tiny_sounds, out, task="separate", max_steps=6,
                                   valid_every=3), progress=False)
-    assert summary["step"] == 6
+    assert summary.step == 6
     config = json.loads((out / "config.json").read_text())
     assert config["data"].endswith("train/mixture") and config["n_sources"] == 4
     assert any("valid_mixit" in line for line in (out / "log.jsonl").read_text().splitlines())
@@ -183,7 +184,7 @@ def test_unexpected_error_keeps_progress(tiny_corpus, tmp_path, monkeypatch):
     assert models.load_checkpoint(tmp_path / "r" / "last.pt")["step"] == 14
     monkeypatch.setitem(train.STRATEGIES, "mixit", real)
     assert train.train(_config(tiny_corpus, tmp_path / "r", max_steps=40, valid_every=100),
-                       progress=False)["step"] == 40
+                       progress=False).step == 40
 
 
 # --- RemixIT ---------------------------------------------------------------------------------
@@ -201,10 +202,10 @@ def _teacher(tmp_path, seed=0, name="stft"):
 
 def test_remixit_teacher_gets_no_gradient_and_ema_matches_formula(tiny_corpus, tmp_path):
     path, _ = _teacher(tmp_path)
-    c = _config(tiny_corpus, tmp_path / "r", strategy="remixit", teacher=str(path),
-                teacher_every="step", teacher_momentum=0.75).resolved()
-    strategy = train.RemixIT(c, torch.device("cpu"), None)
-    student = models.build(*strategy.model_spec())
+    plan = resolve(_config(tiny_corpus, tmp_path / "r", strategy="remixit", teacher=str(path),
+                           teacher_every="step", teacher_momentum=0.75))
+    strategy = train.make_strategy(plan, torch.device("cpu"))
+    student = models.build(plan.model_name, plan.model_args)
     strategy.start(student, None, epoch_steps=10)
     for t, s in zip(strategy.teacher.parameters(), student.parameters(), strict=True):
         assert torch.equal(t, s)  # the student starts as the teacher
@@ -224,7 +225,7 @@ def test_remixit_teacher_gets_no_gradient_and_ema_matches_formula(tiny_corpus, t
         if v.is_floating_point():
             torch.testing.assert_close(v, 0.75 * before[k] + 0.25 * s_state[k])
     # replace every 2 epochs of 10 steps: nothing at step 10, a copy at step 20
-    strategy.c.teacher_update, strategy.interval = "replace", 20
+    strategy.update, strategy.interval = "replace", 20
     with torch.no_grad():
         next(student.parameters()).add_(1.0)
     snapshot = {k: v.clone() for k, v in strategy.teacher.state_dict().items()}
@@ -237,21 +238,22 @@ def test_remixit_teacher_gets_no_gradient_and_ema_matches_formula(tiny_corpus, t
 
 def test_remixit_targets_are_teacher_estimates_with_deranged_noise(tiny_corpus, tmp_path):
     path, model = _teacher(tmp_path)
-    c = _config(tiny_corpus, tmp_path / "r", strategy="remixit", teacher=str(path)).resolved()
-    strategy = train.RemixIT(c, torch.device("cpu"), None)
+    plan = resolve(_config(tiny_corpus, tmp_path / "r", strategy="remixit", teacher=str(path)))
+    c = plan.config
+    strategy = train.make_strategy(plan, torch.device("cpu"))
     noisy = 0.05 * torch.randn(6, 8000)
     speech, noise = strategy.targets(noisy, step=3)
     with torch.no_grad():
         est = model.eval()(noisy)
     torch.testing.assert_close(speech, est[:, 0])
-    perm = train._derangement(6, c.seed, 3, "cpu")
+    perm = strategies.derangement(6, c.seed, 3, "cpu")
     assert sorted(perm.tolist()) == list(range(6)) and all(perm[i] != i for i in range(6))
     torch.testing.assert_close(noise, est[:, 1:].sum(1)[perm])
-    assert not torch.equal(perm, train._derangement(6, c.seed, 4, "cpu"))
+    assert not torch.equal(perm, strategies.derangement(6, c.seed, 4, "cpu"))
     for text, steps in (("step", 1), ("epoch", 7), ("3 epochs", 21), ("50 steps", 50)):
-        assert train._interval_steps(text, 7) == steps
+        assert interval_steps(text, 7) == steps
     with pytest.raises(ValueError, match="teacher_every"):
-        train._interval_steps("weekly", 7)
+        interval_steps("weekly", 7)
 
 
 def test_remixit_end_to_end_loss_falls_and_resumes(tiny_corpus, tmp_path):
@@ -260,7 +262,7 @@ def test_remixit_end_to_end_loss_falls_and_resumes(tiny_corpus, tmp_path):
     kw = dict(strategy="remixit", teacher=str(teacher), max_steps=120, valid_every=1000,
               teacher_every="10 steps", lr=3e-3)
     whole = train.train(_config(tiny_corpus, tmp_path / "a", **kw), progress=False)
-    assert whole["step"] == 120 and whole["bad_steps"] == 0
+    assert whole.step == 120 and whole.bad_steps == 0
     entries = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text()
                .splitlines()]
     losses = [e["loss"] for e in entries if "loss" in e]
@@ -272,9 +274,9 @@ def test_remixit_end_to_end_loss_falls_and_resumes(tiny_corpus, tmp_path):
     timer.start()
     part = train.train(_config(tiny_corpus, tmp_path / "b", **kw), progress=False)
     timer.cancel()
-    assert part["stopped"] == "SIGTERM" and 0 < part["step"] < 120
+    assert part.stopped == "SIGTERM" and 0 < part.step < 120
     assert "teacher" in models.load_checkpoint(tmp_path / "b" / "last.pt")["strategy_state"]
-    assert train.train(_config(tiny_corpus, tmp_path / "b", **kw), progress=False)["step"] \
+    assert train.train(_config(tiny_corpus, tmp_path / "b", **kw), progress=False).step \
         == 120
     a, b = (models.load_checkpoint(tmp_path / x / "last.pt") for x in ("a", "b"))
     for key in a["state_dict"]:
@@ -286,10 +288,10 @@ def test_remixit_end_to_end_loss_falls_and_resumes(tiny_corpus, tmp_path):
 
 def test_remixit_with_the_time_domain_family(tiny_corpus, tmp_path):
     path, _ = _teacher(tmp_path, name="tdcn")
-    c = _config(tiny_corpus, tmp_path / "r", strategy="remixit", teacher=str(path)).resolved()
-    assert c.model == "tdcn" and c.n_sources == 3
-    strategy = train.RemixIT(c, torch.device("cpu"), None)
-    student = models.build(*strategy.model_spec())
+    plan = resolve(_config(tiny_corpus, tmp_path / "r", strategy="remixit", teacher=str(path)))
+    assert plan.config.model == "tdcn" and plan.config.n_sources == 3
+    strategy = train.make_strategy(plan, torch.device("cpu"))
+    student = models.build(plan.model_name, plan.model_args)
     strategy.start(student, None, epoch_steps=5)
     loss = strategy.loss(student, 0.05 * torch.randn(3, 1, 8000), step=0)
     loss.backward()
@@ -304,4 +306,9 @@ def test_remixit_config_errors(tiny_corpus, tmp_path):
                         (dict(teacher=str(path), teacher_every="often"), "teacher_every"),
                         (dict(teacher=str(tmp_path / "none.pt")), "none.pt")):
         with pytest.raises((ValueError, models.CheckpointError), match=message):
-            _config(tiny_corpus, tmp_path / "r", strategy="remixit", **kw).resolved()
+            resolved(_config(tiny_corpus, tmp_path / "r", strategy="remixit", **kw))
+
+
+def resolved(c):
+    """The config after resolve(): every default filled in."""
+    return resolve(c).config

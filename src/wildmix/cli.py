@@ -56,7 +56,8 @@ def _data_check(args) -> int:
 def _train(args) -> int:
     import dataclasses
 
-    from wildmix.train import TrainConfig, train
+    from wildmix.config import TrainConfig
+    from wildmix.train import train
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
@@ -66,12 +67,11 @@ def _train(args) -> int:
         if key in overrides:
             overrides[key] = tuple(overrides[key])
     summary = train(TrainConfig(**overrides), progress=not args.no_progress)
-    best = summary["best_score"]
-    print(f"{summary['out']}: {summary['step']} steps"
+    best = summary.best_score
+    print(f"{summary.out}: {summary.step} steps"
           + (f", best validation score {best:.2f}" if best is not None else "")
-          + (f", {summary['bad_steps']} skipped NaN/Inf steps" if summary["bad_steps"] else "")
-          + (f" (stopped by {summary['stopped']}; rerun to resume)" if summary["stopped"]
-             else ""))
+          + (f", {summary.bad_steps} skipped NaN/Inf steps" if summary.bad_steps else "")
+          + (f" (stopped by {summary.stopped}; rerun to resume)" if summary.stopped else ""))
     return 0
 
 
@@ -136,27 +136,17 @@ def _enhance_jobs(enhancer, jobs, out, task, args) -> int:
 
 
 def _adapt(args) -> int:
-    from wildmix.train import TrainConfig, train
+    from wildmix.config import adapt_config
+    from wildmix.train import train
 
-    common = dict(data=args.data, out=args.out, valid=args.valid, max_steps=args.max_steps,
-                  max_minutes=args.max_minutes, seed=args.seed, device=args.device,
-                  task="enhance")
-    if args.lr is not None:
-        common["lr"] = args.lr
-    if args.strategy == "remixit":
-        if args.noise:
-            log.warning("--noise is for --strategy mixit; RemixIT takes the noise from the "
-                        "teacher's estimates and ignores it")
-        config = TrainConfig(strategy="remixit", teacher=args.start, **common)
-    else:
-        config = TrainConfig(strategy="mixit", init=args.start, noise=args.noise or "auto",
-                             **common)
+    config = adapt_config(args.data, args.out, start=args.start, strategy=args.strategy,
+                          noise=args.noise, valid=args.valid, max_steps=args.max_steps,
+                          max_minutes=args.max_minutes, lr=args.lr, seed=args.seed,
+                          device=args.device)
     summary = train(config, progress=not args.no_progress)
-    print(f"{summary['out']}: adapted {args.start} with {args.strategy} for "
-          f"{summary['step']} steps"
-          + (f" (stopped by {summary['stopped']}; rerun to resume)" if summary["stopped"]
-             else "")
-          + f"; enhance with: wildmix enhance {summary['out']} INPUT... --out DIR")
+    print(f"{summary.out}: adapted {args.start} with {args.strategy} for {summary.step} steps"
+          + (f" (stopped by {summary.stopped}; rerun to resume)" if summary.stopped else "")
+          + f"; enhance with: wildmix enhance {summary.out} INPUT... --out DIR")
     return 0
 
 

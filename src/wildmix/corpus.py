@@ -663,6 +663,46 @@ def _size(size: str) -> SizeSpec:
     return SIZES[size]
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where a built corpus keeps the parts that training reads (None: absent)."""
+
+    kind: str  # speech | sounds
+    train: str  # training inputs: train/noisy or train/mixture
+    noise: str | None  # noise-only clips: train/noise
+    clean: str | None  # references of the training inputs: train/clean
+    valid: str | None  # the paired validation split: valid/
+
+
+def layout(root: str | os.PathLike) -> Layout | None:
+    """The parts of a built-in corpus at ``root``, or None when ``root`` is not one.
+
+    This is the one place that knows the corpus layout (see the module docstring);
+    :func:`paired_task` tells how a paired split is laid out.
+    """
+    root = Path(root)
+    if not (root / "manifest.jsonl").is_file() or not (root / "train").is_dir():
+        return None
+    some = lambda p: str(p) if p.is_dir() else None  # noqa: E731
+    if (root / "train" / "mixture").is_dir():
+        return Layout("sounds", str(root / "train" / "mixture"), None, None,
+                      some(root / "valid" / "mixture"))
+    return Layout("speech", str(root / "train" / "noisy"), some(root / "train" / "noise"),
+                  some(root / "train" / "clean"), some(root / "valid"))
+
+
+PAIRED = {"enhance": ("noisy", "clean"), "separate": ("mixture", "sources")}
+
+
+def paired_task(folder: str | os.PathLike) -> str | None:
+    """``'enhance'`` for ``noisy/`` + ``clean/``, ``'separate'`` for ``mixture/`` +
+    ``sources/`` (``sources/NAME/sK.wav``), None for anything else."""
+    for task, (inputs, refs) in PAIRED.items():
+        if Path(folder, inputs).is_dir() and Path(folder, refs).is_dir():
+            return task
+    return None
+
+
 def read_manifest(root: str | os.PathLike) -> tuple[dict, list[dict]]:
     """``(header, records)`` of a built corpus."""
     lines = Path(root, "manifest.jsonl").read_text().splitlines()

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wildmix import audio, losses
+from wildmix import audio, corpus, losses
+from wildmix.report import LABELS, format_mean, write_html
 
 log = logging.getLogger("wildmix")
 
@@ -40,8 +41,6 @@ Method = Callable[[np.ndarray, int], np.ndarray]
 
 ENHANCE_METRICS = ("si_snr", "si_snri", "pesq", "estoi")
 SEPARATE_METRICS = ("msi", "1s")
-LABELS = {"si_snr": "SI-SNR dB", "si_snri": "SI-SNRi dB", "pesq": "PESQ", "estoi": "ESTOI",
-          "msi": "MSi dB", "1s": "1S dB", "rtf": "RTF"}
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -157,11 +156,9 @@ class Example:
 
 def task_of(data: str | os.PathLike) -> str:
     """``'enhance'`` for noisy/ + clean/, ``'separate'`` for mixture/ + sources/."""
-    data = Path(data)
-    if (data / "noisy").is_dir() and (data / "clean").is_dir():
-        return "enhance"
-    if (data / "mixture").is_dir() and (data / "sources").is_dir():
-        return "separate"
+    task = corpus.paired_task(data)
+    if task:
+        return task
     raise FileNotFoundError(f"{data}: expected noisy/ and clean/ (enhancement) or mixture/ "
                             "and sources/ (separation)")
 
@@ -175,7 +172,7 @@ def pairs(data: str | os.PathLike, limit: int | None = None
     """
     data = Path(data)
     task = task_of(data)
-    inputs_dir = data / ("noisy" if task == "enhance" else "mixture")
+    inputs_dir = data / corpus.PAIRED[task][0]
     names = [p.relative_to(inputs_dir) for p in audio.find_audio(inputs_dir)]
     if not names:
         raise ValueError(f"no audio files in {inputs_dir}")
@@ -189,14 +186,19 @@ def pairs(data: str | os.PathLike, limit: int | None = None
             if not refs:
                 raise ValueError(f"{src}: no reference sources in "
                                  f"{data / 'sources' / name.with_suffix('')}")
-        head = audio.info(src)
-        for ref in refs:
-            r = audio.info(ref)
+        try:
+            head, infos = audio.info(src), [audio.info(ref) for ref in refs]
+        except audio.AudioError as e:  # one unusable file: skip it, evaluate the rest
+            log.warning("skipping %s", e)
+            continue
+        for ref, r in zip(refs, infos, strict=True):
             if r.frames * head.sample_rate != head.frames * r.sample_rate:
                 raise ValueError(f"{name}: lengths differ ({src.relative_to(data)} "
                                  f"{head.frames} samples at {head.sample_rate} Hz, "
                                  f"{ref.relative_to(data)} {r.frames} at {r.sample_rate} Hz)")
         found.append((str(name), src, refs))
+    if not found:
+        raise ValueError(f"no usable pairs in {data} (see the warnings)")
     return found
 
 
@@ -317,8 +319,6 @@ class Results:
     def save(self, out: str | os.PathLike, examples: int = 3) -> dict[str, Path]:
         """Write ``results.json``, ``results.md`` and ``report.html`` (with spectrograms and
         audio of ``examples`` files) into ``out``; returns their paths."""
-        from wildmix import report
-
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"json": out / "results.json", "markdown": out / "results.md"}
@@ -326,17 +326,8 @@ class Results:
             Path(tmp).write_text(json.dumps(_finite(self.to_json()), indent=2) + "\n")
         with audio.atomic_path(paths["markdown"]) as tmp:
             Path(tmp).write_text(self.table() + "\n")
-        paths["html"] = report.write_html(self, out, examples)
+        paths["html"] = write_html(self, out, examples)
         return paths
-
-
-def format_mean(entry: dict, metric: str) -> tuple[str, str | None]:
-    """A summary entry as text: ``(mean, half-width of the CI or None)``; "n/a" if empty."""
-    if entry["n"] == 0:
-        return "n/a", None
-    digits = 3 if metric == "estoi" else 2
-    half = None if math.isnan(entry["ci95"]) else f"{entry['ci95']:.{digits}f}"
-    return f"{entry['mean']:.{digits}f}", half
 
 
 def _finite(obj):

@@ -4,7 +4,8 @@
 (holding the owner's PID and what it is doing) for the whole block. A second process gets
 :class:`LockError` naming the holder's PID at once, instead of interleaving logs and
 overwriting checkpoints. The kernel drops the lock when its process dies, so the lock file
-a killed process leaves behind is simply taken over; no PID guessing is involved.
+a killed process leaves behind is simply taken over; no PID guessing is involved. Taking
+the lock also removes the temporary files of atomic writes that a killed holder left.
 """
 
 from __future__ import annotations
@@ -46,12 +47,21 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {what}\n".encode())
+        _remove_stale_temporaries(folder)
         yield path
     finally:
         # unlink before unlocking: a process that opened this inode meanwhile sees it gone
         # (the inode check in _acquire) and retries on a fresh file
         Path(path).unlink(missing_ok=True)
         os.close(fd)
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Temporary files of atomic writes (``.NAME.XXXX.tmp``) that a killed process left;
+    no live writer can own them while we hold the lock."""
+    for tmp in folder.rglob(".*.tmp"):
+        log.info("removing %s, left by an interrupted write", tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def _acquire(path: Path, folder: Path) -> int:

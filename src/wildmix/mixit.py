@@ -27,7 +27,11 @@ from typing import NamedTuple
 
 import torch
 
-from wildmix.losses import EPS, neg_sisnr, neg_sisnr_from_stats, neg_snr, neg_snr_from_stats
+from wildmix.losses import neg_sisnr, neg_sisnr_from_stats, neg_snr, neg_snr_from_stats
+from wildmix.models.consistency import mixture_consistency  # re-exported: part of the API
+
+__all__ = ["MixITResult", "constraint", "enhancement_constraint", "mixit_loss",
+           "mixture_consistency"]
 
 MAX_CANDIDATES = 2**20  # N^M above this: use search="efficient"
 _CHUNK_ELEMENTS = 2**22  # bound on one float64 block of candidate scores
@@ -74,10 +78,13 @@ def enhancement_constraint(n_sources: int, n_mixtures: int = 2) -> torch.Tensor:
     return constraint(n_mixtures, n_sources, force={0: 0})
 
 
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def mixit_loss(
     mixtures: torch.Tensor,
     estimates: torch.Tensor,
-    loss: str | Callable[..., torch.Tensor] = "snr",
+    loss: str | LossFn = "snr",
     search: str = "exact",
     allowed: torch.Tensor | None = None,
     snr_max: float | None = 30.0,
@@ -89,7 +96,10 @@ def mixit_loss(
         mixtures: ``(B, N, T)`` reference mixtures; the network input is their sum.
         estimates: ``(B, M, T)`` separated sources, ``M >= N``.
         loss: ``"snr"`` / :func:`~wildmix.losses.neg_snr` (soft-thresholded at ``snr_max``)
-            or ``"sisnr"`` / :func:`~wildmix.losses.neg_sisnr`.
+            or ``"sisnr"`` / :func:`~wildmix.losses.neg_sisnr`, searched through their Gram
+            matrices; or any other ``(estimate (..., T), reference (..., T)) -> (...)``
+            function, lower is better, searched by remixing the waveforms for every
+            candidate (batched, without gradients).
         search: ``"exact"`` (all N^M matrices) or ``"efficient"`` (least squares, binarised).
         allowed: optional ``(N, M)`` or ``(B, N, M)`` bool mask from :func:`constraint`.
         snr_max: threshold of the SNR loss in dB; ignored by SI-SNR.
@@ -109,50 +119,20 @@ def mixit_loss(
     n_mix, n_src = mixtures.shape[1], estimates.shape[1]
     stats = _gram(mixtures, estimates, zero_mean=search == "exact" and kind == "sisnr")
     _check_finite(mixtures, estimates, stats)
-    if search == "exact":
-        mixing = _exact_search(stats, allowed, kind, snr_max)
-    else:
+    score = _scorer(kind, snr_max)
+    if search == "efficient":
         mixing = _efficient_search(stats, allowed)
+    elif callable(kind):
+        mixing = _remix_search(mixtures, estimates, allowed, score)
+    else:
+        mixing = _exact_search(stats, allowed, kind, snr_max)
     mixing = mixing.to(estimates.dtype)  # (B, N, M)
     assert mixing.shape[1:] == (n_mix, n_src)
 
     remixed = mixing @ estimates  # (B, N, T)
-    if kind == "snr":
-        per_mixture = neg_snr(remixed, mixtures, snr_max=snr_max)  # (B, N)
-    else:
-        per_mixture = neg_sisnr(remixed, mixtures)  # (B, N)
+    per_mixture = score(remixed, mixtures)  # (B, N)
     per_example = per_mixture.sum(-1)  # (B,)
     return MixITResult(per_example.mean() if reduction == "mean" else per_example, mixing)
-
-
-def mixture_consistency(
-    estimates: torch.Tensor, mixture: torch.Tensor, weights: str = "uniform", eps: float = EPS
-) -> torch.Tensor:
-    """Project estimates so that they sum to the mixture (Wisdom et al., ICASSP 2019).
-
-    ``s_m + w_m (x - sum_k s_k)`` with ``w_m = 1/M`` (``"uniform"``) or
-    ``w_m ~ |s_m|^2`` (``"energy"``; uniform when every output is silent).
-
-    Args:
-        estimates: ``(..., M, T)``.
-        mixture: ``(..., T)``.
-    Returns:
-        ``(..., M, T)`` whose sum over M equals ``mixture``.
-    """
-    if estimates.shape[:-2] + estimates.shape[-1:] != mixture.shape:
-        raise ValueError(
-            f"estimates (..., M, T) {tuple(estimates.shape)} do not match mixture (..., T) "
-            f"{tuple(mixture.shape)}"
-        )
-    residual = (mixture - estimates.sum(-2)).unsqueeze(-2)  # (..., 1, T)
-    n_src = estimates.shape[-2]
-    if weights == "uniform":
-        return estimates + residual / n_src
-    if weights == "energy":
-        energy = estimates.pow(2).sum(-1, keepdim=True)  # (..., M, 1)
-        w = (energy + eps / n_src) / (energy.sum(-2, keepdim=True) + eps)  # sums to 1
-        return estimates + w * residual
-    raise ValueError(f"weights must be 'uniform' or 'energy', got {weights!r}")
 
 
 # --- search ---------------------------------------------------------------------------
@@ -183,10 +163,9 @@ def _half_candidates(choices: tuple[tuple[int, ...], ...], n_mix: int, device: s
     return assign, onehot
 
 
-def _exact_search(stats, allowed, kind, snr_max) -> torch.Tensor:
-    energy, cross, gram = stats  # (B, N), (B, N, M), (B, M, M)
-    n_batch, n_mix, n_src = cross.shape
-    device = str(cross.device)
+def _choices(allowed: torch.Tensor) -> tuple[tuple[int, ...], ...]:
+    """For each output, the mixtures it may go to in some example; checks the search size."""
+    _, n_mix, n_src = allowed.shape
     choices = tuple(tuple(torch.nonzero(allowed[:, :, m].any(0)).flatten().tolist())
                     for m in range(n_src))
     n_candidates = 1
@@ -197,6 +176,39 @@ def _exact_search(stats, allowed, kind, snr_max) -> torch.Tensor:
             f"exact search over {n_candidates} mixing matrices (N={n_mix}, M={n_src}) is too "
             f"large (limit {MAX_CANDIDATES}); use search='efficient'"
         )
+    return choices
+
+
+def _remix_search(mixtures, estimates, allowed, score) -> torch.Tensor:
+    """Exact search for any loss: remix the waveforms for every candidate, in chunks."""
+    n_batch, n_mix, length = mixtures.shape
+    n_src = estimates.shape[1]
+    assign, onehot = _half_candidates(_choices(allowed), n_mix, str(estimates.device))
+    cols = torch.arange(n_src, device=estimates.device)
+    valid = allowed[:, assign, cols].all(-1)  # (B, K)
+    candidates = onehot.to(estimates.dtype)  # (K, N, M)
+    best = torch.full((n_batch,), float("inf"), dtype=torch.float64, device=estimates.device)
+    best_index = torch.zeros(n_batch, dtype=torch.long, device=estimates.device)
+    step = max(1, _CHUNK_ELEMENTS // (n_batch * n_mix * length))
+    with torch.no_grad():
+        x, s = mixtures.detach(), estimates.detach()
+        for start in range(0, len(candidates), step):
+            a = candidates[start:start + step]  # (k, N, M)
+            remixed = torch.einsum("knm,bmt->bknt", a, s)  # (B, k, N, T)
+            value = score(remixed, x[:, None].expand_as(remixed)).sum(-1).double()  # (B, k)
+            value = value.masked_fill(~valid[:, start:start + step], float("inf"))
+            value, index = value.min(-1)  # (B,)
+            better = value < best
+            best = torch.where(better, value, best)
+            best_index = torch.where(better, index + start, best_index)
+    return onehot[best_index]  # (B, N, M)
+
+
+def _exact_search(stats, allowed, kind, snr_max) -> torch.Tensor:
+    energy, cross, gram = stats  # (B, N), (B, N, M), (B, M, M)
+    n_batch, n_mix, n_src = cross.shape
+    device = str(cross.device)
+    choices = _choices(allowed)
     h = n_src // 2
     assign_h, a_h = _half_candidates(choices[:h], n_mix, device)  # (Kh, h), (Kh, N, h)
     assign_l, a_l = _half_candidates(choices[h:], n_mix, device)  # (Kl, l), (Kl, N, l)
@@ -249,12 +261,25 @@ def _efficient_search(stats, allowed) -> torch.Tensor:
 # --- checks ---------------------------------------------------------------------------
 
 
-def _loss_kind(loss) -> str:
+def _loss_kind(loss) -> str | LossFn:
+    """``"snr"`` or ``"sisnr"`` for the built-ins (Gram-matrix search); other callables as
+    they are (waveform remix search)."""
     if loss in ("snr", neg_snr):
         return "snr"
     if loss in ("sisnr", neg_sisnr):
         return "sisnr"
-    raise ValueError(f"loss must be 'snr', 'sisnr', neg_snr or neg_sisnr, got {loss!r}")
+    if callable(loss):
+        return loss
+    raise ValueError(f"loss must be 'snr', 'sisnr' or a function (estimate, reference) -> "
+                     f"loss, got {loss!r}")
+
+
+def _scorer(kind, snr_max) -> LossFn:
+    if kind == "snr":
+        return lambda est, ref: neg_snr(est, ref, snr_max=snr_max)
+    if kind == "sisnr":
+        return neg_sisnr
+    return kind
 
 
 def _check_index(value: int, size: int, what: str) -> None:

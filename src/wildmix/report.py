@@ -7,6 +7,7 @@ links and no scripts or web fonts, so the folder can be opened offline or copied
 from __future__ import annotations
 
 import html
+import math
 import re
 from pathlib import Path
 
@@ -27,6 +28,19 @@ th { background: #f0f0f0; }
 img { max-width: 100%; }
 .small { color: #666; font-size: 90%; }
 """
+
+
+LABELS = {"si_snr": "SI-SNR dB", "si_snri": "SI-SNRi dB", "pesq": "PESQ", "estoi": "ESTOI",
+          "msi": "MSi dB", "1s": "1S dB", "rtf": "RTF"}
+
+
+def format_mean(entry: dict, metric: str) -> tuple[str, str | None]:
+    """A summary entry as text: ``(mean, half-width of the CI or None)``; "n/a" if empty."""
+    if entry["n"] == 0:
+        return "n/a", None
+    digits = 3 if metric == "estoi" else 2
+    half = None if math.isnan(entry["ci95"]) else f"{entry['ci95']:.{digits}f}"
+    return f"{entry['mean']:.{digits}f}", half
 
 
 def _slug(text: str) -> str:
@@ -62,8 +76,6 @@ def spectrogram_png(path: Path, signals: list[tuple[str, np.ndarray]], sample_ra
 
 
 def _cell(entry: dict, metric: str) -> str:
-    from wildmix.evaluate import format_mean
-
     mean, half = format_mean(entry, metric)
     text = mean + (f" <span class=small>± {half}</span>" if half else "")
     if entry["missing"]:
@@ -73,8 +85,6 @@ def _cell(entry: dict, metric: str) -> str:
 
 def write_html(results, out: Path, examples: int = 3) -> Path:
     """Write ``out/report.html`` and its media for a :class:`wildmix.evaluate.Results`."""
-    from wildmix.evaluate import LABELS
-
     media = out / "media"
     media.mkdir(parents=True, exist_ok=True)
     summary = results.summary()

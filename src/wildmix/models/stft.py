@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from wildmix.mixit import mixture_consistency
+from wildmix.models.consistency import mixture_consistency
 
 PRESETS = {
     "tiny": dict(n_fft=256, hop=128, hidden=32, blocks=2, arch="tcn"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from wildmix.mixit import mixture_consistency
+from wildmix.models.consistency import mixture_consistency
 
 PRESETS = {
     "tiny": dict(filters=32, kernel=16, bottleneck=32, hidden=64, blocks=3, repeats=1),

@@ -1,0 +1,168 @@
+"""How a batch becomes a loss: MixIT, supervised training and RemixIT.
+
+Each strategy takes plain arguments and is usable on its own::
+
+    strategy = MixIT(allowed=enhancement_constraint(3))
+    loss = strategy.loss(model, batch, step)      # batch (B, 2, T): two mixtures
+
+The training loop (:mod:`wildmix.train`) calls ``start`` once, ``loss`` every step and
+``after_step`` after each optimiser step, and keeps ``state_dict()`` in its checkpoints
+(RemixIT's teacher), so that a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from wildmix import losses
+from wildmix.config import interval_steps
+from wildmix.mixit import mixit_loss
+
+log = logging.getLogger("wildmix")
+
+
+class Strategy:
+    """A batch in, a loss out. Subclasses may keep state (a teacher) in checkpoints."""
+
+    def start(self, model: torch.nn.Module, state: dict | None, epoch_steps: int) -> None:
+        """Called once before the loop; ``state`` is ``state_dict()`` of a resumed run, None
+        for a new one."""
+
+    def loss(self, net, batch: torch.Tensor, step: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def after_step(self, model: torch.nn.Module, step: int) -> None:
+        """Called after each optimiser step with the (unwrapped) model and the new step."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+
+class MixIT(Strategy):
+    """``batch (B, 2, T)`` reference mixtures; the model separates their sum (Wisdom et al.
+    2020), optionally with the sparsity penalty on its outputs."""
+
+    def __init__(self, loss: str = "snr", search: str = "exact",
+                 allowed: torch.Tensor | None = None, snr_max: float = 30.0,
+                 sparsity: float = 0.0):
+        self.loss_name, self.search, self.allowed = loss, search, allowed
+        self.snr_max, self.sparsity = snr_max, sparsity
+
+    def loss(self, net, batch, step):
+        estimates = net(batch.sum(1)).float()  # (B, M, T)
+        if not torch.isfinite(estimates).all():
+            return estimates.new_tensor(float("nan"))
+        loss = self.mixit(batch, estimates)
+        if self.sparsity:
+            loss = loss + self.sparsity * losses.sparsity(estimates).mean()
+        return loss
+
+    def mixit(self, mixtures: torch.Tensor, estimates: torch.Tensor,
+              reduction: str = "mean") -> torch.Tensor:
+        """The MixIT loss of ``estimates (B, M, T)`` against ``mixtures (B, N, T)``: a scalar,
+        or ``(B,)`` with ``reduction="none"``."""
+        return mixit_loss(mixtures, estimates, loss=self.loss_name, search=self.search,
+                          allowed=self.allowed, snr_max=self.snr_max,
+                          reduction=reduction).loss
+
+
+def speech_noise_loss(estimates: torch.Tensor, speech: torch.Tensor, noise: torch.Tensor,
+                      loss: str = "snr", snr_max: float = 30.0) -> torch.Tensor:
+    """Output 0 against ``speech (B, T)``, the sum of the others against ``noise (B, T)``;
+    ``estimates (B, M, T)``; the batch mean of the two losses' sum."""
+    est = torch.stack([estimates[:, 0], estimates[:, 1:].sum(1)], 1)  # (B, 2, T)
+    refs = torch.stack([speech, noise], 1)  # (B, 2, T)
+    if loss == "sisnr":
+        return losses.neg_sisnr(est, refs).sum(1).mean()
+    return losses.neg_snr(est, refs, snr_max=snr_max).sum(1).mean()
+
+
+class Supervised(Strategy):
+    """``batch (B, 2, T)`` = ``[noisy, clean]``: output 0 is the speech, the rest the noise."""
+
+    def __init__(self, loss: str = "snr", snr_max: float = 30.0):
+        self.loss_name, self.snr_max = loss, snr_max
+
+    def loss(self, net, batch, step):
+        noisy, clean = batch[:, 0], batch[:, 1]
+        return speech_noise_loss(net(noisy).float(), clean, noisy - clean, self.loss_name,
+                                 self.snr_max)
+
+
+class RemixIT(Strategy):
+    """Self-training with bootstrapped remixing (Tzinis et al., IEEE JSTSP 2022).
+
+    ``batch (B, 1, T)`` in-domain noisy recordings. The frozen teacher estimates speech
+    ``s`` and noise ``n`` (the sum of its other outputs) of each; the noises are permuted
+    across the batch (a derangement: every example gets another's noise) and added back,
+    ``s_b + n_pi(b)``; the student learns to recover ``s_b`` and ``n_pi(b)`` from that new
+    mixture. The teacher follows the student: an exponential moving average
+    (``teacher <- m teacher + (1 - m) student``) or a replacement, every ``every``
+    (``"step"``, ``"epoch"``, ``"N steps"``, ``"N epochs"``); or it stays frozen.
+    """
+
+    def __init__(self, teacher: torch.nn.Module, update: str = "ema", momentum: float = 0.9,
+                 every: str = "epoch", seed: int = 0, loss: str = "snr",
+                 snr_max: float = 30.0):
+        self.teacher = teacher.requires_grad_(False)
+        self.update, self.momentum, self.every, self.seed = update, momentum, every, seed
+        self.loss_name, self.snr_max = loss, snr_max
+        self.interval = 1
+
+    def start(self, model, state, epoch_steps):
+        if state and "teacher" in state:
+            self.teacher.load_state_dict(state["teacher"])
+        elif state is None:
+            model.load_state_dict(self.teacher.state_dict())  # the student starts as teacher
+        self.interval = interval_steps(self.every, epoch_steps)
+        log.info("RemixIT: teacher update %s every %d steps", self.update, self.interval)
+
+    @torch.no_grad()
+    def targets(self, noisy: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher's ``speech (B, T)`` and permuted ``noise (B, T)`` of ``noisy (B, T)``."""
+        self.teacher.eval()
+        est = self.teacher(noisy).float()  # (B, M, T)
+        speech, noise = est[:, 0], est[:, 1:].sum(1)
+        return speech, noise[derangement(len(noisy), self.seed, step, noisy.device)]
+
+    def loss(self, net, batch, step):
+        speech, noise = self.targets(batch[:, 0], step)
+        estimates = net(speech + noise).float()  # (B, M, T)
+        return speech_noise_loss(estimates, speech, noise, self.loss_name, self.snr_max)
+
+    def after_step(self, model, step):
+        if self.update == "frozen" or step % self.interval:
+            return
+        ema_update(self.teacher, model, self.momentum if self.update == "ema" else 0.0)
+
+    def state_dict(self):
+        return {"teacher": self.teacher.state_dict()}
+
+
+@torch.no_grad()
+def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: float) -> None:
+    """``teacher <- momentum * teacher + (1 - momentum) * student``, parameters and float
+    buffers; other buffers (counters) are copied."""
+    t_state, s_state = teacher.state_dict(), student.state_dict()
+    for key, t in t_state.items():
+        s = s_state[key].detach().to(t.device)
+        if t.is_floating_point():
+            t.mul_(momentum).add_(s.to(t.dtype), alpha=1.0 - momentum)
+        else:
+            t.copy_(s)
+
+
+def derangement(n: int, seed: int, step: int, device) -> torch.Tensor:
+    """A random permutation of ``n`` items without fixed points (for n > 1), from
+    ``(seed, step)``: resumable, and the same on every rank's own batch."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    order = torch.randperm(n, generator=g)
+    perm = torch.empty(n, dtype=torch.long)
+    perm[order] = order.roll(-1)  # a random cycle through all items
+    return perm.to(device)
+
+
+REGISTRY: dict[str, type[Strategy]] = {"mixit": MixIT, "supervised": Supervised,
+                                       "remixit": RemixIT}
