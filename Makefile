@@ -7,8 +7,9 @@ SIZE   ?= small
 DATA   ?= data
 
 RUN    ?= runs/demo
-DEMO_STEPS   ?= 3000
-DEMO_MINUTES ?= 20
+# extra flags for `wildmix adapt` in the demo (its budget defaults are the CLI's:
+# `wildmix adapt --help`), e.g. ADAPT_ARGS="--max-minutes 5"
+ADAPT_ARGS ?=
 
 .PHONY: install debs-tiny debs corpus test lint bench bench-quality bench-curve demo pretrained clean
 
@@ -30,7 +31,7 @@ debs: $(STAMP)
 
 # the built-in corpus: make corpus [SIZE=tiny|small|large]
 corpus: debs
-	$(PY) -m wildmix.cli corpus build $(DATA)/corpus-$(SIZE) --size $(SIZE)
+	$(PY) -m wildmix corpus build $(DATA)/corpus-$(SIZE) --size $(SIZE)
 
 # the main job end to end: corpus -> the shipped model enhances the test split (seconds) ->
 # `wildmix adapt` on the unlabeled training recordings (RemixIT, bounded budget) -> both
@@ -39,13 +40,13 @@ corpus: debs
 demo: $(STAMP)
 	scripts/install-debs.sh $(PY) small speech
 	test -f $(DATA)/corpus-small/manifest.jsonl || \
-		$(PY) -m wildmix.cli corpus build $(DATA)/corpus-small --size small
-	$(PY) -m wildmix.cli enhance $(DATA)/corpus-small/test/noisy --out $(RUN)/default-test
-	$(PY) -m wildmix.cli adapt --data $(DATA)/corpus-small/train/noisy --out $(RUN)/adapted \
-		--max-steps $(DEMO_STEPS) --max-minutes $(DEMO_MINUTES)
-	$(PY) -m wildmix.cli enhance $(RUN)/adapted $(DATA)/corpus-small/test/noisy \
+		$(PY) -m wildmix corpus build $(DATA)/corpus-small --size small
+	$(PY) -m wildmix enhance $(DATA)/corpus-small/test/noisy --out $(RUN)/default-test
+	$(PY) -m wildmix adapt --data $(DATA)/corpus-small/train/noisy --out $(RUN)/adapted \
+		$(ADAPT_ARGS)
+	$(PY) -m wildmix enhance $(RUN)/adapted $(DATA)/corpus-small/test/noisy \
 		--out $(RUN)/adapted-test
-	$(PY) -m wildmix.cli evaluate --data $(DATA)/corpus-small/test --model default \
+	$(PY) -m wildmix evaluate --data $(DATA)/corpus-small/test --model default \
 		$(RUN)/adapted --out $(RUN)/report
 	@echo "enhanced test files: $(RUN)/default-test/ (shipped model), $(RUN)/adapted-test/" \
 		"(adapted)  report: $(RUN)/report/report.html  (adapted model: $(RUN)/adapted)"
@@ -59,14 +60,14 @@ PRETRAINED_RUN   ?= runs/pretrained
 pretrained: $(STAMP)
 	scripts/install-debs.sh $(PY) large speech
 	test -f $(DATA)/corpus-large/manifest.jsonl || \
-		$(PY) -m wildmix.cli corpus build $(DATA)/corpus-large --size large
-	$(PY) -m wildmix.cli train --data $(DATA)/corpus-large --supervised --model stft \
+		$(PY) -m wildmix corpus build $(DATA)/corpus-large --size large
+	$(PY) -m wildmix train --data $(DATA)/corpus-large --supervised --model stft \
 		--preset cpu --seed 0 --max-steps $(PRETRAINED_STEPS) --valid-every 1000 \
 		--out $(PRETRAINED_RUN)
-	$(PY) -m wildmix.cli train --data $(DATA)/corpus-large --supervised --augment \
+	$(PY) -m wildmix train --data $(DATA)/corpus-large --supervised --augment \
 		--augment-speed 0.7 1.5 --init $(PRETRAINED_RUN) --seed 1 --max-steps 4000 \
 		--valid-every 1000 --out $(PRETRAINED_RUN)-wide
-	$(PY) -m wildmix.cli export $(PRETRAINED_RUN)-wide \
+	$(PY) -m wildmix export $(PRETRAINED_RUN)-wide \
 		--out src/wildmix/weights/default.safetensors
 
 lint: $(STAMP)

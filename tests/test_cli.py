@@ -51,3 +51,41 @@ def test_evaluate_command(tiny_corpus, tmp_path, capsys):
         assert rc == 2 and message in err and len(err.splitlines()) == 1, err
     rc = main(["evaluate", "--data", str(tmp_path), "--baseline", "noisy", "--out", str(out)])
     assert rc == 2 and "expected noisy/ and clean/" in capsys.readouterr().err
+
+
+def test_choices_and_defaults_come_from_the_library():
+    import dataclasses
+    import inspect
+
+    import pytest
+
+    from wildmix import config, corpus, enhance, evaluate, models, strategies
+    from wildmix.cli import build_parser
+
+    assert config.MODELS == tuple(models.REGISTRY)
+    assert all(tuple(presets) == config.PRESETS for _, presets in models.REGISTRY.values())
+    assert config.STRATEGIES == tuple(strategies.REGISTRY)
+    assert config.BASELINES == tuple(evaluate.BASELINES)
+    assert config.METRICS == evaluate.ENHANCE_METRICS
+    assert inspect.signature(enhance.Enhancer).parameters["chunk_seconds"].default == \
+        config.CHUNK_SECONDS
+    parser = build_parser()
+    # train: no flag has a default of its own, so TrainConfig's apply
+    args = parser.parse_args(["train", "--data", "d", "--out", "o"])
+    fields = {f.name for f in dataclasses.fields(config.TrainConfig)}
+    assert {k for k in vars(args) if k in fields} >= {"lr", "max_steps", "model", "preset"}
+    assert all(v is None for k, v in vars(args).items() if k in fields - {"data", "out"})
+    args = parser.parse_args(["adapt", "--data", "d", "--out", "o"])
+    for name, p in inspect.signature(config.adapt_config).parameters.items():
+        if p.default is not inspect.Parameter.empty:
+            assert getattr(args, name) == p.default, name
+    args = parser.parse_args(["corpus", "build", "x"])
+    build = inspect.signature(corpus.build).parameters
+    assert tuple(args.snr) == build["snr_range"].default
+    assert args.sample_rate == build["sample_rate"].default and args.kind == "speech"
+    for size in corpus.SIZES:
+        assert parser.parse_args(["corpus", "build", "x", "--size", size]).size == size
+    for argv in (["corpus", "build", "x", "--size", "huge"],
+                 ["train", "--data", "d", "--out", "o", "--model", "unet"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)

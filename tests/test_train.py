@@ -312,3 +312,23 @@ def test_remixit_config_errors(tiny_corpus, tmp_path):
 def resolved(c):
     """The config after resolve(): every default filled in."""
     return resolve(c).config
+
+
+def test_lr_follows_whichever_budget_ends_first(tiny_corpus, tmp_path):
+    peak = 1e-3
+    by_steps = [train.lr_at(s, 0.0, peak, 10, 110) for s in range(0, 111, 10)]
+    assert by_steps[0] == pytest.approx(peak / 10) and by_steps[1] == pytest.approx(peak)
+    assert by_steps[-1] == pytest.approx(0.05 * peak)
+    assert all(a >= b for a, b in zip(by_steps[1:], by_steps[2:], strict=False))
+    # the time budget ends first: half the time gone is half the cosine, whatever the step
+    assert train.lr_at(20, 30.0, peak, 10, 10**6, 60.0) == pytest.approx(0.525 * peak)
+    assert train.lr_at(20, 90.0, peak, 10, 10**6, 60.0) == pytest.approx(0.05 * peak)
+    assert train.lr_at(110, 1.0, peak, 10, 110, 60.0) == pytest.approx(0.05 * peak)
+    # a time-bounded run decays: its last logged rate is near the floor
+    summary = train.train(_config(tiny_corpus, tmp_path / "t", max_steps=10**6, log_every=5,
+                                  warmup_steps=5, max_minutes=0.1, valid_every=10**6),
+                          progress=False)
+    assert summary.stopped == "time budget"
+    rates = [json.loads(line)["lr"] for line in (tmp_path / "t" / "log.jsonl").read_text()
+             .splitlines() if "lr" in json.loads(line)]
+    assert len(rates) > 3 and rates[-1] < 0.15 * rates[1]

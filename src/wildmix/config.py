@@ -24,6 +24,11 @@ PRESETS = ("tiny", "cpu", "gpu")  # each model's presets; a test holds them equa
 LOSSES = ("snr", "sisnr")
 SEARCHES = ("exact", "efficient")
 TEACHER_UPDATES = ("ema", "replace", "frozen")
+# what `wildmix evaluate` offers: wildmix.evaluate.BASELINES and ENHANCE_METRICS (a test
+# holds them equal); named here so that the command line need not import torch
+BASELINES = ("noisy", "spectral-gating", "spectral-gating-stationary")
+METRICS = ("si_snr", "si_snri", "pesq", "estoi")
+CHUNK_SECONDS = 10.0  # block length of wildmix.enhance.Enhancer
 
 
 @dataclass

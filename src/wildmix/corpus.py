@@ -41,6 +41,7 @@ import numpy as np
 from wildmix import audio
 
 SPLITS = ("train", "valid", "test")
+KINDS = ("speech", "sounds")
 
 
 class CorpusError(RuntimeError):
@@ -575,7 +576,7 @@ def build(
         CorpusError: missing Debian packages, or bad arguments.
     """
     spec = _size(size)
-    if kind not in ("speech", "sounds"):
+    if kind not in KINDS:
         raise CorpusError(f"kind must be 'speech' or 'sounds', got {kind!r}")
     if not 4000 <= sample_rate <= 96000:
         raise CorpusError(f"sample rate must be between 4000 and 96000 Hz, got {sample_rate}")
@@ -708,3 +709,13 @@ def read_manifest(root: str | os.PathLike) -> tuple[dict, list[dict]]:
     lines = Path(root, "manifest.jsonl").read_text().splitlines()
     header = json.loads(lines[0])["header"]
     return header, [json.loads(line) for line in lines[1:]]
+
+
+def describe(root: str | os.PathLike) -> str:
+    """Minutes of audio per split and role of a built corpus, as one line."""
+    _, records = read_manifest(root)
+    minutes: dict[str, float] = {}
+    for r in records:
+        key = f"{r['split']}/{r['role']}"
+        minutes[key] = minutes.get(key, 0.0) + r["duration_s"] / 60
+    return ", ".join(f"{k} {v:.1f} min" for k, v in sorted(minutes.items()))

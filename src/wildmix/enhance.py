@@ -14,12 +14,14 @@ import itertools
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 
 from wildmix import audio, models
+from wildmix.config import CHUNK_SECONDS
 
 log = logging.getLogger("wildmix")
 
@@ -33,7 +35,7 @@ class Enhancer:
     """
 
     def __init__(self, model: torch.nn.Module, sample_rate: int, task: str = "enhance",
-                 chunk_seconds: float = 10.0, overlap_seconds: float = 1.0,
+                 chunk_seconds: float = CHUNK_SECONDS, overlap_seconds: float = 1.0,
                  device: str | torch.device | None = None):
         if overlap_seconds * 2 >= chunk_seconds:
             raise ValueError("overlap must be less than half the chunk length")
@@ -190,3 +192,77 @@ def _best_permutation(tail: np.ndarray, head: np.ndarray) -> list[int]:
         order.append(j)
         free.remove(j)
     return order
+
+
+# --- files and folders: what `wildmix enhance` does -----------------------------------------
+
+
+def is_model(path: str | os.PathLike) -> bool:
+    """A run folder or a checkpoint file, rather than audio to enhance."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / "best.pt").is_file() or (path / "last.pt").is_file()
+    return path.suffix in (".pt", ".safetensors")
+
+
+def model_and_inputs(model: str | None, paths: list[str]) -> tuple[str, list[str]]:
+    """``[RUN] INPUT...``: the model (``model``, else a leading run folder or checkpoint,
+    else the shipped ``"default"``) and the audio inputs."""
+    if model is None and len(paths) > 1 and is_model(paths[0]):
+        return paths[0], list(paths[1:])
+    if model is None and is_model(paths[0]):
+        raise ValueError(f"{paths[0]} is a model; give the audio to enhance after it")
+    return model or "default", list(paths)
+
+
+def plan_jobs(inputs: list[str], out: str | os.PathLike, task: str, n_sources: int,
+              write_noise: bool = False) -> list[tuple[Path, dict[str, Path]]]:
+    """``(source, {output kind: path})`` for every audio file of ``inputs`` (files or folder
+    trees, whose layout ``out`` mirrors).
+
+    Raises:
+        FileNotFoundError: a missing input, or no audio at all.
+        FileExistsError: an output that would overwrite an input.
+    """
+    sources = []  # (source, relative output stem)
+    for item in inputs:
+        root = Path(item)
+        if root.is_dir():
+            sources += [(p, p.relative_to(root).with_suffix("")) for p in audio.find_audio(root)]
+        elif root.is_file():
+            sources.append((root, Path(root.stem)))
+        else:
+            raise FileNotFoundError(f"{root}: no such file or folder")
+    if not sources:
+        raise FileNotFoundError("no audio files in the inputs")
+    out, taken = Path(out), {p.resolve() for p, _ in sources}
+    jobs = []
+    for src, stem in sources:
+        if task == "separate":
+            outputs = {f"s{m}": out / f"{stem}_s{m}.wav" for m in range(n_sources)}
+        else:
+            outputs = {"speech": out / f"{stem}.wav"}
+            if write_noise:
+                outputs["noise"] = out / f"{stem}_noise.wav"
+        clash = [p for p in outputs.values() if p.resolve() in taken]
+        if clash:
+            raise FileExistsError(f"{clash[0]} is an input; refusing to overwrite it "
+                                  "(choose another --out)")
+        jobs.append((src, outputs))
+    return jobs
+
+
+def enhance_files(enhancer: Enhancer, jobs: list[tuple[Path, dict[str, Path]]],
+                  progress: bool = True) -> int:
+    """Run :meth:`Enhancer.enhance_file` on every job; an unusable input is skipped with one
+    warning. Returns the number skipped."""
+    from tqdm import tqdm
+
+    failed = 0
+    for src, outputs in tqdm(jobs, unit="file", disable=not progress or len(jobs) < 2):
+        try:
+            enhancer.enhance_file(src, outputs)
+        except audio.AudioError as e:
+            failed += 1
+            log.warning("skipping %s", e)
+    return failed

@@ -142,6 +142,50 @@ def folder_method(folder: str | os.PathLike) -> Method:
     return run
 
 
+def methods(data: str | os.PathLike, models: list[str] | None = None,
+            enhanced: list[str] | None = None, baselines: str | None = None,
+            device: str | None = None) -> dict[str, Method]:
+    """Named methods for :func:`evaluate`: ``baselines`` (comma-separated names of
+    :data:`BASELINES`, "none", or None for every one that fits the task), trained
+    ``models`` (run folders, checkpoints, shipped names) and ``enhanced`` output folders.
+
+    Raises:
+        ValueError: an unknown baseline or one that does not fit the task, or nothing to
+            evaluate.
+    """
+    task = task_of(data)
+    if baselines is None:
+        names = list(BASELINES) if task == "enhance" else ["noisy"]
+    else:
+        names = [b for b in baselines.split(",") if b and b != "none"]
+    found: dict[str, Method] = {}
+    for b in names:
+        if b not in BASELINES:
+            raise ValueError(f"unknown baseline {b!r}; choose from {', '.join(BASELINES)} "
+                             "or none")
+        if task == "separate" and b != "noisy":
+            raise ValueError(f"baseline {b!r} is for enhancement; {data} is a separation set")
+        found[b] = BASELINES[b]
+    for path in models or []:
+        found[method_name(path, found)] = model_method(path, task, device)
+    for folder in enhanced or []:
+        found[method_name(folder, found)] = folder_method(folder)
+    if not found:
+        raise ValueError("nothing to evaluate: give --model, --enhanced or --baseline")
+    return found
+
+
+def method_name(path: str, taken: dict) -> str:
+    """A short unique name for a model or folder: the run folder's, not ``best``."""
+    p = Path(path)
+    name = p.parent.name if p.is_file() and p.stem in ("best", "last") else p.name
+    name = name.removesuffix(".pt").removesuffix(".safetensors") or str(p)
+    base, k = name, 2
+    while name in taken:
+        name, k = f"{base}-{k}", k + 1
+    return name
+
+
 # --- the evaluation -----------------------------------------------------------------------
 
 

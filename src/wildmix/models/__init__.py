@@ -170,3 +170,25 @@ def _load_safetensors(path: Path) -> dict:
     return {"format": FORMAT, "model_name": name, "model_args": args, "state_dict": state,
             "sample_rate": rate, "task": meta.get("task", "enhance"), "metadata": meta,
             "path": str(path)}
+
+
+def export_run(source: str | os.PathLike, out: str | os.PathLike) -> dict:
+    """Export a run (its best.pt) or checkpoint as ``out`` (.safetensors) with provenance
+    (source file, step, strategy, seed, wildmix version) in its header.
+
+    Returns:
+        ``{"source", "sha256", "megabytes", "parameters"}``.
+    """
+    import hashlib
+
+    if not str(out).endswith(".safetensors"):
+        raise ValueError(f"{out}: the output name must end in .safetensors")
+    ckpt = load_checkpoint(source)
+    config = ckpt.get("train_config") or {}
+    provenance = {"source": Path(ckpt["path"]).name, "step": ckpt.get("step", ""),
+                  "strategy": config.get("strategy", ""), "seed": config.get("seed", ""),
+                  "wildmix": (ckpt.get("versions") or {}).get("wildmix", "")}
+    export_safetensors(ckpt, out, **provenance)
+    data = Path(out).read_bytes()
+    return {"source": ckpt["path"], "sha256": hashlib.sha256(data).hexdigest(),
+            "megabytes": len(data) / 1e6, "parameters": n_parameters(from_checkpoint(ckpt))}
