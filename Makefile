@@ -11,14 +11,15 @@ RUN    ?= runs/demo
 # `wildmix adapt --help`), e.g. ADAPT_ARGS="--max-minutes 5"
 ADAPT_ARGS ?=
 
-.PHONY: install debs-tiny debs corpus test lint bench bench-quality bench-curve demo pretrained clean
+.PHONY: install debs-tiny debs corpus test lint bench bench-quality bench-curve bench-reliability demo \
+	pretrained clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,eval]'
 	touch $@
 
 debs-tiny: $(STAMP)
@@ -89,6 +90,12 @@ bench-quality: $(STAMP) debs
 	scripts/apt-install.sh "the report's screenshot" \
 		$$(command -v chromium >/dev/null || echo chromium) || true
 	$(PY) benchmarks/bench_quality.py --data $(DATA)/corpus-small --shift-data $(DATA)/corpus-shift
+
+# the fault campaign (about 2 minutes on 2 cores): salted inputs and a 30-minute file through
+# every command, 20 SIGKILLs of a training run, concurrent runs, a pickle bomb; exits 1
+# unless every count that must be 0 is
+bench-reliability: $(STAMP)
+	$(PY) benchmarks/bench_reliability.py
 
 # slow: MixIT for QUALITY_MINUTES on the small corpus, valid SI-SNRi against time (PNG)
 QUALITY_MINUTES ?= 60

@@ -97,9 +97,12 @@ def build_salted(root: Path, rng) -> int:
     noisy, clean, noise = (root / d for d in ("noisy", "clean", "noise"))
     for d in (noisy, clean, noise):
         d.mkdir(parents=True)
-    for i in range(6):  # good pairs, and noise-only clips
-        s = _speechlike(rng, rng.uniform(2, 4))
-        n = (0.05 * rng.standard_normal(len(s))).astype(np.float32)
+    for i in range(6):  # good pairs (with pauses a VAD can find), and noise-only clips
+        pause = np.zeros(int(1.6 * SR), np.float32)
+        s = np.concatenate([pause, _speechlike(rng, rng.uniform(2, 4)), pause])
+        # quiet background noise: the WebRTC VAD of `--noise auto` takes louder broadband
+        # noise for speech and would find no noise-only stretch
+        n = (0.003 * rng.standard_normal(len(s))).astype(np.float32)
         sf.write(clean / f"good{i}.wav", s, SR, subtype="FLOAT")
         sf.write(noisy / f"good{i}.wav", s + n, SR, subtype="FLOAT")
         sf.write(noise / f"noise{i}.wav", 0.05 * rng.standard_normal(3 * SR), SR)

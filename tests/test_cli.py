@@ -89,3 +89,16 @@ def test_choices_and_defaults_come_from_the_library():
                  ["train", "--data", "d", "--out", "o", "--model", "unet"]):
         with pytest.raises(SystemExit):
             parser.parse_args(argv)
+
+
+def test_missing_extra_is_one_line(tiny_corpus, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pesq" else real(name, *a))
+    rc = main(["evaluate", "--data", str(tiny_corpus / "test"), "--baseline", "noisy",
+               "--out", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "pesq" in err and "pip install 'wildmix[eval]'" in err

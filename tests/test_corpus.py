@@ -14,12 +14,12 @@ def _hashes(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_deterministic(tiny_corpus, tmp_path, capsys):
+def test_deterministic(debian_tiny_corpus, tmp_path, capsys):
     # a second build through the CLI, with one worker instead of all cores
     assert main(["corpus", "build", str(tmp_path / "again"), "--size", "tiny", "--seed", "0",
                  "--workers", "1"]) == 0
     assert "built speech corpus 'tiny'" in capsys.readouterr().out
-    first, second = _hashes(tiny_corpus), _hashes(tmp_path / "again")
+    first, second = _hashes(debian_tiny_corpus), _hashes(tmp_path / "again")
     assert len(first) > 90
     assert first == second
     # and another seed gives other audio
@@ -28,30 +28,30 @@ def test_deterministic(tiny_corpus, tmp_path, capsys):
     assert third["test/noisy/test_noisy_00000.wav"] != first["test/noisy/test_noisy_00000.wav"]
 
 
-def test_layout_and_manifest(tiny_corpus):
-    header, records = corpus.read_manifest(tiny_corpus)
+def test_layout_and_manifest(debian_tiny_corpus):
+    header, records = corpus.read_manifest(debian_tiny_corpus)
     assert header["size"] == "tiny" and header["sample_rate"] == 16000
     roles = {(r["split"], r["role"]) for r in records}
     assert roles == {("train", "noisy"), ("train", "noise"), ("valid", "noisy"),
                      ("test", "noisy")}
     for r in records:
         for rel in r["files"].values():
-            assert (tiny_corpus / rel).is_file()
-            assert sf.info(str(tiny_corpus / rel)).samplerate == 16000
+            assert (debian_tiny_corpus / rel).is_file()
+            assert sf.info(str(debian_tiny_corpus / rel)).samplerate == 16000
         assert r["noise_licence"] and r["noise_package"]
         if r["role"] == "noisy":
             assert r["voice"] and r["speech_licence"] and r["speech_package"] == "flite"
             assert -5.0 <= r["snr_db"] <= 15.0
     for split in ("valid", "test"):
-        names = [sorted(p.name for p in (tiny_corpus / split / d).iterdir())
+        names = [sorted(p.name for p in (debian_tiny_corpus / split / d).iterdir())
                  for d in ("noisy", "clean", "noise")]
         assert names[0] == names[1] == names[2] and names[0]
-    assert len(list((tiny_corpus / "train" / "noisy").iterdir())) == 24
-    assert len(list((tiny_corpus / "train" / "noise").iterdir())) == 12
+    assert len(list((debian_tiny_corpus / "train" / "noisy").iterdir())) == 24
+    assert len(list((debian_tiny_corpus / "train" / "noise").iterdir())) == 12
 
 
-def test_splits_disjoint(tiny_corpus):
-    _, records = corpus.read_manifest(tiny_corpus)
+def test_splits_disjoint(debian_tiny_corpus):
+    _, records = corpus.read_manifest(debian_tiny_corpus)
     speakers = {s: set() for s in corpus.SPLITS}
     noises = {s: set() for s in corpus.SPLITS}
     for r in records:
@@ -65,12 +65,12 @@ def test_splits_disjoint(tiny_corpus):
     assert all(speakers.values()) and noises["train"]
 
 
-def test_noisy_is_clean_plus_noise_at_manifest_snr(tiny_corpus):
-    _, records = corpus.read_manifest(tiny_corpus)
+def test_noisy_is_clean_plus_noise_at_manifest_snr(debian_tiny_corpus):
+    _, records = corpus.read_manifest(debian_tiny_corpus)
     paired = [r for r in records if r["split"] in ("valid", "test")]
     assert len(paired) == 12
     for r in paired:
-        noisy, clean, noise = (sf.read(str(tiny_corpus / r["files"][k]), dtype="float32")[0]
+        noisy, clean, noise = (sf.read(str(debian_tiny_corpus / r["files"][k]), dtype="float32")[0]
                                for k in ("noisy", "clean", "noise"))
         assert noisy.dtype == np.float32 and len(noisy) == len(clean) == len(noise)
         np.testing.assert_array_equal(noisy, clean + noise)
@@ -80,14 +80,14 @@ def test_noisy_is_clean_plus_noise_at_manifest_snr(tiny_corpus):
         assert np.abs(noisy).max() <= 0.95 + 1e-6  # never clipped
 
 
-def test_sounds_kind(tiny_sounds):
-    header, records = corpus.read_manifest(tiny_sounds)
+def test_sounds_kind(debian_tiny_sounds):
+    header, records = corpus.read_manifest(debian_tiny_sounds)
     assert header["kind"] == "sounds"
     files = {s: set() for s in corpus.SPLITS}
     counts = set()
     for r in records:
-        mixture = sf.read(str(tiny_sounds / r["files"]["mixture"]), dtype="float32")[0]
-        sources = [sf.read(str(tiny_sounds / p), dtype="float32")[0]
+        mixture = sf.read(str(debian_tiny_sounds / r["files"]["mixture"]), dtype="float32")[0]
+        sources = [sf.read(str(debian_tiny_sounds / p), dtype="float32")[0]
                    for p in r["files"]["sources"]]
         assert 1 <= len(sources) <= 4 and len(sources) == r["n_sources"]
         np.testing.assert_allclose(np.sum(sources, 0), mixture, atol=1e-6)
@@ -114,7 +114,7 @@ def test_bad_arguments(tmp_path):
         corpus.build(tmp_path, sample_rate=100)
     (tmp_path / "mine.txt").write_text("precious")
     with pytest.raises(corpus.CorpusError, match="not a wildmix corpus"):
-        corpus.build(tmp_path, size="tiny")
+        corpus.build(tmp_path, size="tiny", sources=Path(__file__).parent / "data")
     assert (tmp_path / "mine.txt").read_text() == "precious"
 
 
@@ -127,7 +127,7 @@ def test_sentences_vary():
 def test_noise_split_agrees_across_sizes(monkeypatch):
     # fake package listings: the split of a recorded noise file must not depend on the size,
     # or a model trained on 'large' would hear the noise files of 'small''s test split
-    def listing(packages, cap):
+    def listing(packages, cap, sources=None):
         return [(p, f"/fake/{p}/{i:03d}.wav") for p in packages for i in range(60)]
 
     monkeypatch.setattr(corpus, "_noise_files", listing)
@@ -140,3 +140,28 @@ def test_noise_split_agrees_across_sizes(monkeypatch):
         assert set(pools[small_like]["train"]) <= set(pools["large"]["train"])
     every = [f for split in corpus.SPLITS for f in pools["large"][split]]
     assert len(every) == len(set(every)) == 60 * len(corpus.SIZES["large"].noise_packages)
+
+
+def test_bundled_sources_follow_the_same_plan(debian_tiny_corpus, tiny_corpus):
+    """The test audio build (tests/data) has the same items, voices and splits (what is drawn
+    after the voice differs: recordings are picked where sentences were made up)."""
+    keys = ("split", "name", "role", "voice", "speaker")
+    plans = []
+    for root in (debian_tiny_corpus, tiny_corpus):
+        _, records = corpus.read_manifest(root)
+        plans.append([tuple(r.get(k) for k in keys) for r in records])
+    assert plans[0] == plans[1] and len(plans[0]) == 48
+    header, records = corpus.read_manifest(tiny_corpus)
+    assert header["sources"].endswith("data")
+    for r in records:
+        if r["role"] == "noisy":
+            assert r["speech_files"] and all("tests/data/speech" in f for f in
+                                             r["speech_files"])
+        if r["noise_package"] != "generated":
+            assert "tests/data/noise" in r["noise_file"]
+
+
+def test_bundled_sources_missing_voice(tmp_path):
+    (tmp_path / "speech").mkdir()
+    with pytest.raises(corpus.CorpusError, match="voice flite:slt has no recordings"):
+        corpus.build(tmp_path / "c", size="tiny", sources=tmp_path)

@@ -203,3 +203,11 @@ def test_separation_msi_and_single_source(tiny_sounds):
     assert s["mixture"]["msi"]["mean"] == pytest.approx(0.0, abs=1e-4)
     assert s["mixture"]["1s"]["mean"] > 60  # the mixture of one source is that source
     assert s["oracle"]["msi"]["mean"] > 60 and s["oracle"]["1s"]["mean"] > 60
+
+
+def test_report_of_a_file_shorter_than_one_spectrogram_frame(tmp_path):
+    from wildmix import report
+
+    short = np.sin(np.arange(160) / 3.0).astype(np.float32)  # 10 ms at 16 kHz
+    report.spectrogram_png(tmp_path / "s.png", [("noisy", short), ("clean", short)], 16000)
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"

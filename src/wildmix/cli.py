@@ -195,6 +195,17 @@ def _add_data(commands) -> None:
     check.set_defaults(func=_data_check)
 
 
+_TRAIN_NUMBERS = (  # (flag, type, help) of plain numeric training settings
+    ("--max-steps", int, "step budget"),
+    ("--max-minutes", float, "time budget: stop (and save) after this much training time"),
+    ("--batch-size", int, ""), ("--segment-seconds", float, ""),
+    ("--lr", float, "peak learning rate (default: 3e-3, 5e-4 when fine-tuning)"),
+    ("--sparsity", float, "weight of the sparsity loss"),
+    ("--noise-augment", float, "probability of extra noise in the noisy mixture (Saito et "
+                               "al.)"),
+    ("--valid-every", int, ""), ("--workers", int, ""), ("--seed", int, ""))
+
+
 def _add_train(commands) -> None:
     from wildmix import config as cf
 
@@ -232,17 +243,7 @@ def _add_train(commands) -> None:
     opt("--preset", choices=cf.PRESETS)
     opt("--n-sources", "outputs M (default: 3 to enhance, 4 to separate)", type=int)
     tr.add_argument("--causal", action="store_true", default=None, help="no look-ahead")
-    for flag, kind, text in (("--max-steps", int, "step budget"),
-                             ("--max-minutes", float, "time budget: stop (and save) after "
-                                                      "this much training time"),
-                             ("--batch-size", int, ""), ("--segment-seconds", float, ""),
-                             ("--lr", float, "peak learning rate (default: 3e-3, 5e-4 when "
-                                             "fine-tuning)"),
-                             ("--sparsity", float, "weight of the sparsity loss"),
-                             ("--noise-augment", float, "probability of extra noise in the "
-                                                        "noisy mixture (Saito et al.)"),
-                             ("--valid-every", int, ""), ("--workers", int, ""),
-                             ("--seed", int, "")):
+    for flag, kind, text in _TRAIN_NUMBERS:
         opt(flag, text, type=kind)
     opt("--loss", choices=cf.LOSSES)
     opt("--search", "mixing-matrix search (default: exact up to M=12)", choices=cf.SEARCHES)
@@ -361,12 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s: %(message)s")
     from wildmix.audio import AudioError
+    from wildmix.config import MissingExtra
     from wildmix.corpus import CorpusError
     from wildmix.data import DataError
     from wildmix.lock import LockError
 
-    expected = (AudioError, CorpusError, DataError, LockError, FileNotFoundError,
-                FileExistsError)
+    expected = (AudioError, CorpusError, DataError, LockError, MissingExtra,
+                FileNotFoundError, FileExistsError)
     if args.command in ("train", "adapt", "export", "enhance", "score", "evaluate"):
         from wildmix.models import CheckpointError
         from wildmix.train import TrainingError

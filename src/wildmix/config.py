@@ -252,3 +252,24 @@ ADAPT_STRATEGIES = ("remixit", "mixit")
 def adapt_default(name: str):
     """The default of an :func:`adapt_config` argument (for the command line)."""
     return inspect.signature(adapt_config).parameters[name].default
+
+
+# --- optional extras ----------------------------------------------------------------------
+
+EXTRAS = {"eval": ("scipy", "pesq", "pystoi", "noisereduce", "matplotlib")}
+
+
+class MissingExtra(ImportError):
+    """A command needs an optional extra that is not installed; one line saying which."""
+
+
+def require(extra: str, modules: tuple[str, ...], what: str) -> None:
+    """Raise :class:`MissingExtra` naming ``pip install 'wildmix[extra]'`` when any of
+    ``modules`` cannot be imported."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingExtra(f"{what} needs the optional extra '{extra}' (missing: "
+                           f"{', '.join(missing)}); install it with: pip install "
+                           f"'wildmix[{extra}]'")

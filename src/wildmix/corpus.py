@@ -264,11 +264,15 @@ def _czech_files(character: str) -> list[str]:
     return [f for f in files if code(f) == character]
 
 
-def _noise_files(packages: tuple[str, ...], cap: int | None) -> list[tuple[str, str]]:
-    """``(package, path)`` of every recorded noise file, sorted."""
+def _noise_files(packages: tuple[str, ...], cap: int | None,
+                 sources: str | None = None) -> list[tuple[str, str]]:
+    """``(package, path)`` of every recorded noise file, sorted; from the installed package,
+    or from ``sources/noise/PACKAGE/`` (see :func:`build`)."""
     out = []
     for package in packages:
         folder, exts = NOISE_SOURCES[package]
+        if sources:
+            folder, exts = Path(sources, "noise", package), audio.AUDIO_EXTENSIONS
         files = sorted(str(p) for p in Path(folder).rglob("*") if p.suffix.lower() in exts)
         if cap:
             files = files[:: max(1, len(files) // cap)][:cap]
@@ -338,12 +342,14 @@ NOISE_GROUPS = (("qabcs-data", "bucklespring-data", "sonic-pi-samples"),
                 ("wesnoth-1.16-data",))
 
 
-def _noise_pools(spec: SizeSpec, seed: int) -> dict[str, list[tuple[str, str]]]:
+def _noise_pools(spec: SizeSpec, seed: int, sources: str | None = None
+                 ) -> dict[str, list[tuple[str, str]]]:
     """``split -> [(package, path)]``: a seeded 70 / 15 / 15 shuffle within each group."""
     pools: dict[str, list[tuple[str, str]]] = {split: [] for split in SPLITS}
     for group in NOISE_GROUPS:
         packages = tuple(p for p in spec.noise_packages if p in group)
-        files = _noise_files(packages, spec.noise_files_per_package) if packages else []
+        files = (_noise_files(packages, spec.noise_files_per_package, sources)
+                 if packages else [])
         order = np.random.default_rng([seed, 1]).permutation(len(files))
         cut1, cut2 = int(0.7 * len(order)), int(0.85 * len(order))
         for split, part in zip(SPLITS, (order[:cut1], order[cut1:cut2], order[cut2:]), strict=True):
@@ -351,14 +357,32 @@ def _noise_pools(spec: SizeSpec, seed: int) -> dict[str, list[tuple[str, str]]]:
     return pools
 
 
-def _plan_speech(spec: SizeSpec, seed: int, snr_range: tuple[float, float]):
-    voices = [v for v in VOICES if v.engine in spec.engines]
-    pools = _noise_pools(spec, seed)
-    czech = {v.voice: _czech_files(v.voice) for v in voices if v.engine == "czech"}
-    for voice, files in czech.items():
+def _recordings(voices: list[Voice], sources: str | None) -> dict[str, list[str]]:
+    """``voice name -> audio files`` of every voice read from recordings: the Czech
+    dialogue, or every voice when ``sources`` holds them (``speech/ENGINE/VOICE/*``)."""
+    found = {}
+    for v in voices:
+        if sources:
+            folder = Path(sources, "speech", v.engine, v.voice)
+            files = sorted(str(p) for p in folder.glob("*") if p.suffix in
+                           audio.AUDIO_EXTENSIONS)
+            where = str(folder)
+        elif v.engine == "czech":
+            files = _czech_files(v.voice)
+            where = f"{CZECH_ROOT}/*/cs/ (is fillets-ng-data-cs installed?)"
+        else:
+            continue
         if not files:
-            raise CorpusError(f"voice czech:{voice} has no recordings in {CZECH_ROOT}/*/cs/ "
-                              "(is fillets-ng-data-cs installed?)")
+            raise CorpusError(f"voice {v.name} has no recordings in {where}")
+        found[v.name] = files
+    return found
+
+
+def _plan_speech(spec: SizeSpec, seed: int, snr_range: tuple[float, float],
+                 sources: str | None = None):
+    voices = [v for v in VOICES if v.engine in spec.engines]
+    pools = _noise_pools(spec, seed, sources)
+    recorded = _recordings(voices, sources)
     items = []
     for si, split in enumerate(SPLITS):
         split_voices = [v for v in voices if v.split == split]
@@ -375,8 +399,8 @@ def _plan_speech(spec: SizeSpec, seed: int, snr_range: tuple[float, float]):
                     v = split_voices[int(rng.integers(len(split_voices)))]
                     item.voice, item.speaker = v.name, v.speaker
                     k = int(rng.integers(1, spec.max_sentences + 1))
-                    if v.engine == "czech":
-                        files = czech[v.voice]
+                    if v.name in recorded:
+                        files = recorded[v.name]
                         item.speech_files = [files[int(j)] for j in rng.integers(len(files),
                                                                                  size=k)]
                     else:
@@ -569,25 +593,20 @@ def build(
     snr_range: tuple[float, float] = (-5.0, 15.0),
     workers: int | None = None,
     progress: Callable[[str], None] = lambda msg: None,
+    sources: str | os.PathLike | None = None,
 ) -> Path:
     """Build the built-in corpus into ``out`` and return the manifest's path.
 
+    Args:
+        sources: instead of TTS and installed Debian packages, a folder of recordings:
+            ``speech/ENGINE/VOICE/*`` for each voice of the size and ``noise/PACKAGE/*``
+            for each noise package (the unit tests' ``tests/data``). Same plan, same
+            splits; no package is needed.
     Raises:
         CorpusError: missing Debian packages, or bad arguments.
     """
     spec = _size(size)
-    if kind not in KINDS:
-        raise CorpusError(f"kind must be 'speech' or 'sounds', got {kind!r}")
-    if not 4000 <= sample_rate <= 96000:
-        raise CorpusError(f"sample rate must be between 4000 and 96000 Hz, got {sample_rate}")
-    if snr_range[0] > snr_range[1]:
-        raise CorpusError(f"SNR range {snr_range} is empty")
-    missing = missing_packages(size, kind)
-    if missing:
-        raise CorpusError(
-            "missing Debian packages for the built-in corpus: " + " ".join(missing)
-            + "; install them with `sudo apt-get install --no-install-recommends "
-            + " ".join(missing) + "` or run `make corpus`")
+    _check_build(size, kind, sample_rate, snr_range, sources)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not (out / "manifest.jsonl").exists():
@@ -596,7 +615,8 @@ def build(
             shutil.rmtree(out / split, ignore_errors=True)
     workers = workers or os.cpu_count() or 1
     out.mkdir(parents=True, exist_ok=True)
-    items = _plan_speech(spec, seed, snr_range)
+    sources = str(sources) if sources else None
+    items = _plan_speech(spec, seed, snr_range, sources)
     with tempfile.TemporaryDirectory(prefix="wildmix-tts-") as cache:
         _synthesise(items, Path(cache), workers, progress)
         speech = {split: sorted({p for it in items if it.split == split
@@ -606,12 +626,38 @@ def build(
             jobs = [(it, str(out), sample_rate, cache, speech[it.split][:40]) for it in items]
             records = _run_parallel(_render_speech, jobs, workers)
         else:
-            records = _build_sounds(spec, speech, seed, out, sample_rate, workers, progress)
+            records = _build_sounds(spec, speech, seed, out, sample_rate, workers, progress,
+                                    sources)
+    header = {"corpus": "wildmix-builtin", "kind": kind, "size": size, "seed": seed,
+              "sample_rate": sample_rate, "snr_range_db": list(snr_range)}
+    if sources:
+        header["sources"] = sources
+    return _write_manifest(out, header, records)
+
+
+def _check_build(size, kind, sample_rate, snr_range, sources) -> None:
+    if kind not in KINDS:
+        raise CorpusError(f"kind must be 'speech' or 'sounds', got {kind!r}")
+    if not 4000 <= sample_rate <= 96000:
+        raise CorpusError(f"sample rate must be between 4000 and 96000 Hz, got {sample_rate}")
+    if snr_range[0] > snr_range[1]:
+        raise CorpusError(f"SNR range {snr_range} is empty")
+    if sources:
+        if not Path(sources).is_dir():
+            raise CorpusError(f"{sources}: no such folder of corpus sources")
+        return
+    missing = missing_packages(size, kind)
+    if missing:
+        raise CorpusError(
+            "missing Debian packages for the built-in corpus: " + " ".join(missing)
+            + "; install them with `sudo apt-get install --no-install-recommends "
+            + " ".join(missing) + "` or run `make corpus`")
+
+
+def _write_manifest(out: Path, header: dict, records: list[dict]) -> Path:
     for r in records:
         _annotate(r)
     manifest = out / "manifest.jsonl"
-    header = {"corpus": "wildmix-builtin", "kind": kind, "size": size, "seed": seed,
-              "sample_rate": sample_rate, "snr_range_db": list(snr_range)}
     with audio.atomic_path(manifest) as tmp, open(tmp, "w") as f:
         f.write(json.dumps({"header": header}) + "\n")
         for r in records:
@@ -619,12 +665,12 @@ def build(
     return manifest
 
 
-def _build_sounds(spec, speech, seed, out, sr, workers, progress) -> list[dict]:
+def _build_sounds(spec, speech, seed, out, sr, workers, progress, sources=None) -> list[dict]:
     counts = {"train": spec.items["train"], "valid": spec.items["valid"],
               "test": spec.items["test"]}
     packages = tuple(dict.fromkeys(spec.noise_packages + ("bucklespring-data",
                                                           "sonic-pi-samples")))
-    files = _noise_files(packages, spec.noise_files_per_package)
+    files = _noise_files(packages, spec.noise_files_per_package, sources)
     order = np.random.default_rng([seed, 11]).permutation(len(files))
     cut1, cut2 = int(0.7 * len(order)), int(0.85 * len(order))
     parts = {"train": order[:cut1], "valid": order[cut1:cut2], "test": order[cut2:]}

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from wildmix import audio, corpus, losses
+from wildmix.config import EXTRAS, require
 from wildmix.report import LABELS, format_mean, write_html
 
 log = logging.getLogger("wildmix")
@@ -399,7 +400,9 @@ def evaluate(data: str | os.PathLike, methods: dict[str, Method],
             report's examples.
     Raises:
         ValueError: a missing reference or a length mismatch, naming the file.
+        MissingExtra: the 'eval' extra is not installed.
     """
+    require("eval", EXTRAS["eval"], "wildmix evaluate")
     task = task_of(data)
     metrics = tuple(SEPARATE_METRICS if task == "separate" else (metrics or ENHANCE_METRICS))
     unknown = set(metrics) - set(ENHANCE_METRICS) - set(SEPARATE_METRICS)

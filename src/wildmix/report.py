@@ -58,6 +58,7 @@ def spectrogram_png(path: Path, signals: list[tuple[str, np.ndarray]], sample_ra
 
     specs = []
     for _, x in signals:
+        x = audio.fit_length(x, max(len(x), 512))  # a very short file: padded to one frame
         f, t, z = stft(x, sample_rate, nperseg=512, noverlap=384)
         specs.append(20 * np.log10(np.abs(z) + 1e-8))
     top = max(float(s.max()) for s in specs)
@@ -83,6 +84,47 @@ def _cell(entry: dict, metric: str) -> str:
     return text
 
 
+def _example_html(results, ex, media: Path) -> list[str]:
+    """One example: spectrograms of every signal, and a player with scores for each."""
+    e = html.escape
+    parts = []
+    stem = _slug(Path(ex.name).with_suffix("").as_posix())
+    if results.task == "enhance":
+        signals = [("noisy", ex.inputs), ("clean", ex.reference[0])]
+    else:
+        signals = [("mixture", ex.inputs)] + [
+            (f"reference s{k}", r) for k, r in enumerate(ex.reference)]
+    for method in results.methods:
+        est = results.outputs.get((method, ex.name))
+        if est is None or method == "noisy":
+            continue
+        if est.ndim == 1:
+            signals.append((method, est))
+        else:
+            signals += [(f"{method} output {m}", y) for m, y in enumerate(est)]
+    png = media / f"{stem}.png"
+    spectrogram_png(png, signals, ex.sample_rate)
+    scores = {r["method"]: r for r in results.rows if r["file"] == ex.name}
+    parts.append(f"<div class=example><h2>{e(ex.name)}</h2>"
+                 f"<img src='media/{png.name}' alt='spectrograms of {e(ex.name)}'>"
+                 "<div class=players>")
+    for label, x in signals:
+        wav = media / f"{stem}__{_slug(label)}.wav"
+        peak = float(np.abs(x).max(initial=0.0))
+        # 16-bit PCM plays in every browser; scale down only what would clip
+        audio.write(wav, (x / max(1.0, peak)).astype(np.float32), ex.sample_rate,
+                    subtype="PCM_16")
+        method = label.split(" output ")[0]
+        row = scores.get(method)
+        note = ""
+        if row:
+            note = ", ".join(f"{LABELS[m]} {v:.2f}" for m, v in row["scores"].items())
+        parts.append(f"<span>{e(label)} <span class=small>{e(note)}</span></span>"
+                     f"<audio controls preload=metadata src='media/{wav.name}'></audio>")
+    parts.append("</div></div>")
+    return parts
+
+
 def write_html(results, out: Path, examples: int = 3) -> Path:
     """Write ``out/report.html`` and its media for a :class:`wildmix.evaluate.Results`."""
     media = out / "media"
@@ -106,40 +148,7 @@ def write_html(results, out: Path, examples: int = 3) -> Path:
     parts.append("</table>")
 
     for ex in results.examples[:examples]:
-        stem = _slug(Path(ex.name).with_suffix("").as_posix())
-        if results.task == "enhance":
-            signals = [("noisy", ex.inputs), ("clean", ex.reference[0])]
-        else:
-            signals = [("mixture", ex.inputs)] + [
-                (f"reference s{k}", r) for k, r in enumerate(ex.reference)]
-        for method in results.methods:
-            est = results.outputs.get((method, ex.name))
-            if est is None or method == "noisy":
-                continue
-            if est.ndim == 1:
-                signals.append((method, est))
-            else:
-                signals += [(f"{method} output {m}", y) for m, y in enumerate(est)]
-        png = media / f"{stem}.png"
-        spectrogram_png(png, signals, ex.sample_rate)
-        scores = {r["method"]: r for r in results.rows if r["file"] == ex.name}
-        parts.append(f"<div class=example><h2>{e(ex.name)}</h2>"
-                     f"<img src='media/{png.name}' alt='spectrograms of {e(ex.name)}'>"
-                     "<div class=players>")
-        for label, x in signals:
-            wav = media / f"{stem}__{_slug(label)}.wav"
-            peak = float(np.abs(x).max(initial=0.0))
-            # 16-bit PCM plays in every browser; scale down only what would clip
-            audio.write(wav, (x / max(1.0, peak)).astype(np.float32), ex.sample_rate,
-                        subtype="PCM_16")
-            method = label.split(" output ")[0]
-            row = scores.get(method)
-            note = ""
-            if row:
-                note = ", ".join(f"{LABELS[m]} {v:.2f}" for m, v in row["scores"].items())
-            parts.append(f"<span>{e(label)} <span class=small>{e(note)}</span></span>"
-                         f"<audio controls preload=metadata src='media/{wav.name}'></audio>")
-        parts.append("</div></div>")
+        parts += _example_html(results, ex, media)
     parts.append("</body></html>")
     path = out / "report.html"
     with audio.atomic_path(path) as tmp:
