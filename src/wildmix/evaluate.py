@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from wildmix import audio, corpus, losses
-from wildmix.config import EXTRAS, require
+from wildmix.config import EXTRAS, MissingExtra, require
 from wildmix.report import LABELS, format_mean, write_html
 
 log = logging.getLogger("wildmix")
@@ -109,11 +109,24 @@ def _identity(x: np.ndarray, sample_rate: int) -> np.ndarray:
     return x
 
 
+def _peer(name: str) -> Method:
+    def run(x: np.ndarray, sample_rate: int) -> np.ndarray:
+        from wildmix import peers
+
+        return getattr(peers, name)(x, sample_rate)
+
+    return run
+
+
 BASELINES: dict[str, Method] = {
     "noisy": _identity,  # the input itself: SI-SNRi 0 by definition
     "spectral-gating": spectral_gating(stationary=False),
     "spectral-gating-stationary": spectral_gating(stationary=True),
+    # pretrained denoisers of other projects (the 'peers' extra; see wildmix.peers)
+    "nsnet2": _peer("nsnet2"),
+    "rnnoise": _peer("rnnoise"),
 }
+PEERS = ("nsnet2", "rnnoise")
 
 
 def model_method(path: str | os.PathLike, task: str, device: str | None = None) -> Method:
@@ -147,7 +160,8 @@ def methods(data: str | os.PathLike, models: list[str] | None = None,
             enhanced: list[str] | None = None, baselines: str | None = None,
             device: str | None = None) -> dict[str, Method]:
     """Named methods for :func:`evaluate`: ``baselines`` (comma-separated names of
-    :data:`BASELINES`, "none", or None for every one that fits the task), trained
+    :data:`BASELINES`, "none", or None for every one that fits the task and can run here:
+    the peers only with their extra), trained
     ``models`` (run folders, checkpoints, shipped names) and ``enhanced`` output folders.
 
     Raises:
@@ -155,8 +169,12 @@ def methods(data: str | os.PathLike, models: list[str] | None = None,
             evaluate.
     """
     task = task_of(data)
-    if baselines is None:
-        names = list(BASELINES) if task == "enhance" else ["noisy"]
+    if baselines is None:  # every one that can run here
+        from wildmix import peers
+
+        ready = peers.available()
+        names = [b for b in BASELINES if b not in PEERS or ready[b]] if task == "enhance" \
+            else ["noisy"]
     else:
         names = [b for b in baselines.split(",") if b and b != "none"]
     found: dict[str, Method] = {}
@@ -166,6 +184,12 @@ def methods(data: str | os.PathLike, models: list[str] | None = None,
                              "or none")
         if task == "separate" and b != "noisy":
             raise ValueError(f"baseline {b!r} is for enhancement; {data} is a separation set")
+        if b in PEERS:
+            from wildmix import peers
+
+            if not peers.available()[b]:
+                raise MissingExtra(f"baseline {b!r} needs the optional extra 'peers'; "
+                                   "install it with: pip install 'wildmix[peers]'")
         found[b] = BASELINES[b]
     for path in models or []:
         found[method_name(path, found)] = model_method(path, task, device)
