@@ -165,3 +165,71 @@ def test_bundled_sources_missing_voice(tmp_path):
     (tmp_path / "speech").mkdir()
     with pytest.raises(corpus.CorpusError, match="voice flite:slt has no recordings"):
         corpus.build(tmp_path / "c", size="tiny", sources=tmp_path)
+
+
+def test_real_size_plan_keeps_voices_languages_and_eval_apart(monkeypatch):
+    """The 'real' plan, with fake recordings: valid and test hold real voices only, and no
+    speaker nor word language appears in two splits."""
+    def fake(v):
+        return [f"/fake/{v.engine}/{v.voice}/{k}.wav" for k in range(20)], "fake"
+
+    monkeypatch.setattr(corpus, "_recorded_files", fake)
+    monkeypatch.setattr(corpus, "_noise_files", lambda packages, cap, sources=None: [
+        (p, f"/fake/{p}/{i:03d}.wav") for p in packages for i in range(40)])
+    items = corpus._plan_speech(corpus.SIZES["real"], 0, (-5.0, 15.0))
+    voices = {v.name: v for v in corpus.VOICES}
+    speakers, languages = {}, {}
+    for it in (i for i in items if i.role == "noisy"):
+        v = voices[it.voice]
+        if it.split != "train":
+            assert v.engine in corpus.RECORDED_ENGINES and it.speech_files, it.voice
+        speakers.setdefault(it.speaker, set()).add(it.split)
+        if v.engine in corpus.WORD_ENGINES:
+            languages.setdefault(v.voice.split("_")[0], set()).add(it.split)
+            assert 2 <= len(it.speech_files) <= 5
+    assert all(len(s) == 1 for s in speakers.values()), speakers
+    assert all(len(s) == 1 for s in languages.values()), languages
+    assert sum("test" in s for s in speakers.values()) >= 6
+    rooms = [it.room for it in items if it.role == "noisy" and it.split == "train"]
+    share = sum(r is not None for r in rooms) / len(rooms)
+    assert 0.28 < share < 0.38
+    for r in filter(None, rooms):
+        assert all(0.5 <= c <= d - 0.5 for p in ("source", "mic")
+                   for c, d in zip(r[p], r["dims"], strict=True))
+        assert np.linalg.norm(np.subtract(r["source"], r["mic"])) >= 0.5
+    # the older sizes draw no rooms and keep their voices: their builds are unchanged
+    tiny = corpus._plan_speech(corpus.SIZES["tiny"], 0, (-5.0, 15.0))
+    assert all(it.room is None for it in tiny)
+    assert {it.voice for it in tiny if it.role == "noisy"} == {
+        "flite:slt", "flite:rms", "flite:awb", "flite:kal16"}
+
+
+def test_room_reverberation_has_the_planned_decay():
+    pra = pytest.importorskip("pyroomacoustics")
+    sr = 16000
+    for rt60 in (0.3, 0.7):
+        room = {"dims": [6.0, 5.0, 3.0], "rt60": rt60, "source": [2.0, 3.0, 1.5],
+                "mic": [4.0, 2.0, 1.2]}
+        impulse = np.zeros(sr, np.float32)
+        impulse[0] = 1.0
+        rir = corpus._reverberate(impulse, room, sr)
+        distance = np.linalg.norm(np.subtract(room["source"], room["mic"]))
+        first = int(np.argmax(np.abs(rir) > 0.5 * np.abs(rir).max()))
+        assert abs(first - distance / 343.0 * sr) < 45  # direct path (+ the filter's delay)
+        measured = pra.experimental.measure_rt60(rir, fs=sr, decay_db=30)
+        assert 0.6 * rt60 < measured < 1.4 * rt60, (rt60, measured)
+
+
+def test_g722_prompts_decode(tmp_path):
+    g722 = pytest.importorskip("G722")
+    t = np.arange(16000) / 16000
+    x = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    pcm = np.asarray(np.round(x * 32767), np.int16)
+    (tmp_path / "a.g722").write_bytes(bytes(g722.G722(16000, 64000).encode(pcm)))
+    from wildmix import audio
+    from wildmix.evaluate import si_snr
+
+    y = audio.read(tmp_path / "a.g722")
+    assert len(y) == len(x)
+    lag = int(np.argmax(np.correlate(y[:4000], x[:400], "valid")))  # the codec's delay
+    assert si_snr(y[lag:], x[: len(x) - lag]) > 20

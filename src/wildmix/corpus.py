@@ -81,6 +81,17 @@ PACKAGES = {
                 "/usr/share/sonic-pi/samples/*.flac"),
         Package("wesnoth-1.16-data", "GPL-2+",
                 "/usr/share/games/wesnoth/1.16/data/core/sounds/ambient/*.ogg"),
+        # recorded human speech (the 'real' size)
+        *[Package(f"asterisk-core-sounds-{lang}-g722",
+                  "CC-BY-3.0" if lang == "ru" else "CC-BY-SA-3.0",
+                  f"/usr/share/asterisk/sounds/{folder}/*.g722")
+          for lang, folder in (("en", "en_US_f_Allison"), ("es", "es_MX_f_Allison"),
+                               ("fr", "fr_CA_f_June"), ("it", "it_IT_m_Carlo"),
+                               ("ru", "ru_RU_f_IvrvoiceRU"))],
+        Package("festvox-ru", "BSD-style (MSU), see /usr/share/doc/festvox-ru/copyright",
+                "/usr/share/festival/voices/russian/msu_ru_nsh_clunits/wav/*.wav"),
+        Package("ktuberling-data", "GPL-2+", "/usr/share/ktuberling/sounds/*/*.ogg"),
+        Package("klettres-data", "GPL-2+", "/usr/share/klettres/*/alpha/*.ogg"),
     ]
 }
 
@@ -116,11 +127,47 @@ VOICES = [
     Voice("espeak", "en-gb-scotland+m2", "espeak-en-gb-scotland-m2", "valid"),
     Voice("espeak", "es+f4", "espeak-es-f4", "test"),
 ]
+# Real voices (the 'real' size): professional prompts (Asterisk, five speakers; en and es
+# are one speaker, Allison), a Russian studio voice (festvox-ru), Czech game dialogue, and
+# isolated words of the KDE games KTuberling and KLettres, one folder per language. Words
+# are split by language across both games, so that a speaker who recorded for both stays in
+# one split. Valid and test hold real voices only, in languages and voices that never train.
+ASTERISK_ROOT = "/usr/share/asterisk/sounds"
+KTUBERLING_ROOT = "/usr/share/ktuberling/sounds"
+KLETTRES_ROOT = "/usr/share/klettres"
+FESTVOX_RU = "/usr/share/festival/voices/russian/msu_ru_nsh_clunits/wav"
+WORD_SPLITS = {"it": "test", "pt": "test", "pt_BR": "test", "sl": "test", "hu": "test",
+               "ro": "test", "fr": "valid", "fi": "valid", "he": "valid", "gl": "valid"}
+WORD_LANGUAGES = {  # engine -> languages (folders); the rest of a folder list is not speech
+    "ktuberling": ("ca", "da", "de", "el", "en", "es", "fi", "fr", "ga", "gl", "it", "lt",
+                   "nds", "nl", "nn", "pt", "ro", "ru", "sl", "sr", "sv", "uk", "wa"),
+    "klettres": ("ar", "cs", "da", "de", "en", "en_GB", "es", "fr", "he", "hu", "id", "it",
+                 "lt", "ml", "nb", "nds", "nl", "nn", "pt_BR", "ru", "tn", "uk"),
+}
+REAL_VOICES = [
+    Voice("asterisk", "en_US_f_Allison", "asterisk-allison", "train"),
+    Voice("asterisk", "es_MX_f_Allison", "asterisk-allison", "train"),
+    Voice("asterisk", "ru_RU_f_IvrvoiceRU", "asterisk-ru", "train"),
+    Voice("asterisk", "fr_CA_f_June", "asterisk-june", "valid"),
+    Voice("asterisk", "it_IT_m_Carlo", "asterisk-carlo", "test"),
+    Voice("festvox-ru", "msu_ru_nsh", "festvox-ru-nsh", "train"),
+    *[Voice(engine, lang, f"{engine}-{lang}", WORD_SPLITS.get(lang, "train"))
+      for engine, langs in WORD_LANGUAGES.items() for lang in langs],
+]
+VOICES += REAL_VOICES
+RECORDED_ENGINES = ("czech", "asterisk", "festvox-ru", "ktuberling", "klettres")
+WORD_ENGINES = ("ktuberling", "klettres")  # isolated words: several per item
+
 ENGINE_PACKAGES = {
     "flite": ("flite",),
     "festival": ("festival", "festvox-us-slt-hts", "festvox-kallpc16k", "festvox-kdlpc16k"),
     "espeak": ("espeak-ng",),
     "czech": ("fillets-ng-data-cs",),
+    "asterisk": tuple(f"asterisk-core-sounds-{lang}-g722"
+                      for lang in ("en", "es", "fr", "it", "ru")),
+    "festvox-ru": ("festival", "festvox-ru"),
+    "ktuberling": ("ktuberling-data",),
+    "klettres": ("klettres-data",),
 }
 CZECH_ROOT = "/usr/share/games/fillets-ng/sound"  # */cs/*.ogg: fillets-ng-data-cs
 NOISE_SOURCES = {  # package -> (folder, extensions)
@@ -139,6 +186,8 @@ class SizeSpec:
     items: dict[str, int]  # split -> number of noisy items; "train_noise" -> noise-only clips
     max_sentences: int = 3
     noise_files_per_package: int | None = None  # cap, for a fast tiny build
+    real_eval: bool = False  # valid and test hold recorded real voices only
+    room_fraction: float = 0.0  # share of noisy items whose speech is in a simulated room
 
 
 SIZES = {
@@ -154,6 +203,11 @@ SIZES = {
     # ambience): the source domain of domain-shift experiments evaluated on 'small'
     "shift": SizeSpec(("espeak",), ("wesnoth-1.16-data",),
                       {"train": 400, "train_noise": 100, "valid": 40, "test": 40}),
+    # real human voices in ~30 languages beside the TTS voices, all recorded noise, a third
+    # of the speech in simulated rooms; valid and test: real voices that never train
+    "real": SizeSpec(("flite", "festival", "espeak") + RECORDED_ENGINES, tuple(NOISE_SOURCES),
+                     {"train": 4000, "train_noise": 800, "valid": 160, "test": 240},
+                     max_sentences=2, real_eval=True, room_fraction=0.33),
 }
 
 
@@ -333,6 +387,7 @@ class Item:
     snr_db: float | None = None
     level_db: float = -25.0
     seed: list[int] = field(default_factory=list)
+    room: dict | None = None  # simulated room of the speech (see _plan_room)
 
 
 # Recorded noise packages are split into train/valid/test group by group, so that a file
@@ -358,8 +413,8 @@ def _noise_pools(spec: SizeSpec, seed: int, sources: str | None = None
 
 
 def _recordings(voices: list[Voice], sources: str | None) -> dict[str, list[str]]:
-    """``voice name -> audio files`` of every voice read from recordings: the Czech
-    dialogue, or every voice when ``sources`` holds them (``speech/ENGINE/VOICE/*``)."""
+    """``voice name -> audio files`` of every voice read from recordings (the recorded
+    engines), or of every voice when ``sources`` holds them (``speech/ENGINE/VOICE/*``)."""
     found = {}
     for v in voices:
         if sources:
@@ -367,9 +422,8 @@ def _recordings(voices: list[Voice], sources: str | None) -> dict[str, list[str]
             files = sorted(str(p) for p in folder.glob("*") if p.suffix in
                            audio.AUDIO_EXTENSIONS)
             where = str(folder)
-        elif v.engine == "czech":
-            files = _czech_files(v.voice)
-            where = f"{CZECH_ROOT}/*/cs/ (is fillets-ng-data-cs installed?)"
+        elif v.engine in RECORDED_ENGINES:
+            files, where = _recorded_files(v)
         else:
             continue
         if not files:
@@ -378,15 +432,42 @@ def _recordings(voices: list[Voice], sources: str | None) -> dict[str, list[str]
     return found
 
 
+def _recorded_files(v: Voice) -> tuple[list[str], str]:
+    """The recordings of a real voice, and where they were looked for."""
+    if v.engine == "czech":
+        return _czech_files(v.voice), f"{CZECH_ROOT}/*/cs/ (is fillets-ng-data-cs installed?)"
+    folder, pattern = {
+        "asterisk": (Path(ASTERISK_ROOT, v.voice), "**/*.g722"),
+        "festvox-ru": (Path(FESTVOX_RU), "*.wav"),
+        "ktuberling": (Path(KTUBERLING_ROOT, v.voice), "*.[ow][ga][gv]"),
+        "klettres": (Path(KLETTRES_ROOT, v.voice), "*/*.[ow][ga][gv]"),
+    }[v.engine]
+    return sorted(str(p) for p in folder.glob(pattern)), str(folder / pattern)
+
+
+def _voices(spec: SizeSpec, split: str) -> list[Voice]:
+    """The voices of a split: a word voice only where its language folder exists (package
+    versions differ); with ``real_eval``, recorded real voices only outside train."""
+    voices = []
+    for v in VOICES:
+        if v.engine not in spec.engines or v.split != split:
+            continue
+        if spec.real_eval and split != "train" and v.engine not in RECORDED_ENGINES:
+            continue
+        if v.engine in WORD_ENGINES and not _recorded_files(v)[0]:
+            continue
+        voices.append(v)
+    return voices
+
+
 def _plan_speech(spec: SizeSpec, seed: int, snr_range: tuple[float, float],
                  sources: str | None = None):
-    voices = [v for v in VOICES if v.engine in spec.engines]
+    split_voices = {split: _voices(spec, split) for split in SPLITS}
     pools = _noise_pools(spec, seed, sources)
-    recorded = _recordings(voices, sources)
+    recorded = _recordings([v for vs in split_voices.values() for v in vs], sources)
     items = []
     for si, split in enumerate(SPLITS):
-        split_voices = [v for v in voices if v.split == split]
-        if not split_voices and spec.items[split]:
+        if not split_voices[split] and spec.items[split]:
             raise CorpusError(f"no voice for the {split} split with engines "
                               f"{', '.join(spec.engines)}")
         for role, count in (("noisy", spec.items[split]),
@@ -396,16 +477,9 @@ def _plan_speech(spec: SizeSpec, seed: int, snr_range: tuple[float, float],
                 item = Item(split, f"{split}_{role}_{i:05d}", role,
                             seed=[seed, 3, si, role == "noise", i])
                 if role == "noisy":
-                    v = split_voices[int(rng.integers(len(split_voices)))]
-                    item.voice, item.speaker = v.name, v.speaker
-                    k = int(rng.integers(1, spec.max_sentences + 1))
-                    if v.name in recorded:
-                        files = recorded[v.name]
-                        item.speech_files = [files[int(j)] for j in rng.integers(len(files),
-                                                                                 size=k)]
-                    else:
-                        item.texts = [sentence(rng) for _ in range(k)]
+                    _plan_utterance(item, split_voices[split], recorded, spec, rng)
                     item.snr_db = float(rng.uniform(*snr_range))
+                    _plan_room(item, spec, np.random.default_rng([seed, 5, si, i]))
                 item.level_db = float(rng.uniform(-32, -20))
                 if rng.random() < 0.6 and pools[split]:
                     package, path = pools[split][int(rng.integers(len(pools[split])))]
@@ -414,6 +488,37 @@ def _plan_speech(spec: SizeSpec, seed: int, snr_range: tuple[float, float],
                     item.noise = "generated:" + GENERATED_NOISES[int(rng.integers(5))]
                 items.append(item)
     return items
+
+
+def _plan_utterance(item: Item, voices: list[Voice], recorded: dict[str, list[str]],
+                    spec: SizeSpec, rng: np.random.Generator) -> None:
+    """A voice and what it says: sentences to synthesise, or recordings (2 to 5 isolated
+    words for the word voices)."""
+    v = voices[int(rng.integers(len(voices)))]
+    item.voice, item.speaker = v.name, v.speaker
+    if v.engine in WORD_ENGINES:
+        k = int(rng.integers(2, 6))
+    else:
+        k = int(rng.integers(1, spec.max_sentences + 1))
+    if v.name in recorded:
+        files = recorded[v.name]
+        item.speech_files = [files[int(j)] for j in rng.integers(len(files), size=k)]
+    else:
+        item.texts = [sentence(rng) for _ in range(k)]
+
+
+def _plan_room(item: Item, spec: SizeSpec, rng: np.random.Generator) -> None:
+    """With probability ``room_fraction``: a shoebox room (3-10 x 3-8 x 2.5-4 m), RT60 0.15
+    to 0.9 s, and a source and microphone at least 0.5 m apart and from the walls."""
+    if not spec.room_fraction or rng.random() >= spec.room_fraction:
+        return
+    dims = [float(rng.uniform(3, 10)), float(rng.uniform(3, 8)), float(rng.uniform(2.5, 4))]
+    while True:
+        src, mic = ([float(rng.uniform(0.5, d - 0.5)) for d in dims] for _ in range(2))
+        if np.linalg.norm(np.subtract(src, mic)) >= 0.5:
+            break
+    item.room = {"dims": dims, "rt60": float(rng.uniform(0.15, 0.9)), "source": src,
+                 "mic": mic}
 
 
 def _tts_path(cache: Path, voice: str, text: str) -> str:
@@ -488,7 +593,8 @@ def _render_speech(args) -> dict:
     item, out, sr, cache, babble_files = args
     rng = np.random.default_rng(item.seed)
     babble = [_load(p, sr) for p in babble_files] if item.noise == "generated:babble" else []
-    record = {k: v for k, v in asdict(item).items() if k != "seed"}
+    record = {k: v for k, v in asdict(item).items()
+              if k != "seed" and not (k == "room" and v is None)}
     if item.role == "noise":
         n = int(sr * rng.uniform(4.0, 10.0))
         noise = _noise(item, n, sr, rng, babble)
@@ -501,6 +607,8 @@ def _render_speech(args) -> dict:
                       files={"noise": f"{item.split}/noise/{item.name}.wav"})
         return record
     clean = _speech(_speech_paths(item, Path(cache)), sr, rng)
+    if item.room:
+        clean = _reverberate(clean, item.room, sr)
     noise = _noise(item, len(clean), sr, rng, babble)
     speech_gain = 10 ** (item.level_db / 20) / (audio.rms(clean) + 1e-12)
     clean = (clean * speech_gain).astype(np.float32)
@@ -522,6 +630,23 @@ def _render_speech(args) -> dict:
     record.update(noise=item.noise, speech_gain=float(speech_gain * peak),
                   noise_gain=float(noise_gain * peak), duration_s=len(noisy) / sr, files=files)
     return record
+
+
+def _reverberate(x: np.ndarray, room: dict, sr: int) -> np.ndarray:
+    """``x`` as heard at the microphone of a simulated shoebox room (image source method,
+    pyroomacoustics), cut to ``x``'s length: the reverberant speech is the target."""
+    import pyroomacoustics as pra
+
+    absorption, order = pra.inverse_sabine(room["rt60"], room["dims"])
+    shoebox = pra.ShoeBox(room["dims"], fs=sr, materials=pra.Material(absorption),
+                          max_order=min(order, 40))
+    shoebox.add_source(room["source"])
+    shoebox.add_microphone(room["mic"])
+    shoebox.compute_rir()
+    rir = np.asarray(shoebox.rir[0][0], np.float64)
+    n = len(x) + len(rir) - 1
+    y = np.fft.irfft(np.fft.rfft(x, n) * np.fft.rfft(rir, n), n)[: len(x)]
+    return y.astype(np.float32)
 
 
 def _limit(x: np.ndarray, ceiling: float = 0.95) -> float:
