@@ -85,12 +85,16 @@ bench: $(STAMP) debs
 
 # slow (about an hour on 2 cores): MixIT, supervised, RemixIT (from MixIT and across a
 # domain shift) on the same budget, the shipped model and its `wildmix adapt`, evaluated with
-# the baselines on small's test split
+# the baselines on small's test split; then the real-voice test split of the 'real' corpus:
+# noisy, spectral gating, NSNet2, RNNoise, the first shipped model (v1) and the current one,
+# per voice with 95% CIs
 bench-quality: $(STAMP) debs
 	scripts/install-debs.sh $(PY) shift speech
 	scripts/apt-install.sh "the report's screenshot" \
 		$$(command -v chromium >/dev/null || echo chromium) || true
 	$(PY) benchmarks/bench_quality.py --data $(DATA)/corpus-small --shift-data $(DATA)/corpus-shift
+	scripts/install-debs.sh $(PY) real speech
+	$(PY) benchmarks/bench_quality.py --real --real-data $(DATA)/corpus-real
 
 # the fault campaign (about 2 minutes on 2 cores): salted inputs and a 30-minute file through
 # every command, 20 SIGKILLs of a training run, concurrent runs, a pickle bomb; exits 1

@@ -195,6 +195,50 @@ def by_voice(data: Path, report: Path) -> dict[str, dict[str, dict[str, float]]]
     return means
 
 
+def real_table(cli, data: Path, report: Path, models: list[str], limit: int | None) -> None:
+    """The real-voice test split of the 'real' corpus: noisy, spectral gating, NSNet2,
+    RNNoise and ``models`` (shipped names or runs), overall and per voice, with 95% CIs."""
+    if not (data / "manifest.jsonl").exists():
+        cli(["corpus", "build", str(data), "--size", "real"])
+    argv = ["evaluate", "--data", str(data / "test"), "--out", str(report), "--baseline",
+            "noisy,spectral-gating,nsnet2,rnnoise", "--model", *models]
+    cli(argv + (["--limit", str(limit)] if limit else []))
+    per_voice_ci(data, report)
+
+
+def per_voice_ci(data: Path, report: Path) -> dict:
+    """SI-SNRi, PESQ and ESTOI of every method per test voice, mean ± 95% CI, as one
+    markdown table per metric; returns ``voice -> method -> metric -> (mean, ci)``."""
+    from wildmix.evaluate import mean_ci
+
+    voice_of = {}
+    for line in (data / "manifest.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("split") == "test" and "voice" in record:
+            voice_of[record["name"] + ".wav"] = record["voice"]
+    results = json.loads((report / "results.json").read_text())
+    names = sorted({voice_of[r["file"]] for r in results["files"] if r["file"] in voice_of})
+    table: dict = {v: {} for v in names}
+    for v in names:
+        for method in results["methods"]:
+            rows = [r["scores"] for r in results["files"]
+                    if r["method"] == method and voice_of.get(r["file"]) == v]
+            table[v][method] = {m: mean_ci(x.get(m) for x in rows)
+                                for m in ("si_snri", "pesq", "estoi")}
+    for metric, label in (("si_snri", "SI-SNRi dB"), ("pesq", "PESQ"), ("estoi", "ESTOI")):
+        files = {v: table[v]["noisy"][metric][2] for v in names}
+        print(f"\n{label} by test voice (files: "
+              + ", ".join(f"{v} {n}" for v, n in files.items()) + ")\n")
+        print("| method | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        digits = 3 if metric == "estoi" else 2
+        for method in results["methods"]:
+            cells = [f"{m:.{digits}f} ± {c:.{digits}f}" for m, c, _ in
+                     (table[v][method][metric] for v in names)]
+            print(f"| {method} | " + " | ".join(cells) + " |")
+    return table
+
+
 def voices(data: Path, runs_: list[str]) -> None:
     """Per voice of the valid and test splits: mean SI-SNRi of each model on the noisy
     files, and how much of the clean speech alone it keeps (SI-SNR of its output for the
@@ -247,6 +291,11 @@ def main(argv=None) -> None:
     parser.add_argument("--voices", nargs="+", metavar="MODEL",
                         help="only per-voice SI-SNRi and kept clean speech of these models "
                              "on the valid and test splits")
+    parser.add_argument("--real", nargs="*", metavar="MODEL",
+                        help="instead: the real-voice test split of the 'real' corpus "
+                             "(--real-data) with the peers, the shipped models and these")
+    parser.add_argument("--real-data", default="data/corpus-real")
+    parser.add_argument("--limit", type=int, help="--real: only the first N test files")
     parser.add_argument("--compare", action="store_true",
                         help="train each variant of VARIANTS for --steps (default 2000)")
     args = parser.parse_args(argv)
@@ -257,6 +306,10 @@ def main(argv=None) -> None:
         if wildmix(argv) != 0:
             raise SystemExit(f"failed: wildmix {' '.join(argv)}")
 
+    if args.real is not None:
+        real_table(cli, Path(args.real_data), Path(args.report) / "real",
+                   ["v1", "default", *args.real], args.limit)
+        return None
     if args.voices:
         voices(Path(args.data), args.voices)
         return None

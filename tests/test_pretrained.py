@@ -123,6 +123,15 @@ def test_shipped_model_checksum_matches_the_model_card():
     assert path.stat().st_size < 5e6  # a few MB at most
 
 
+def test_first_shipped_model_kept_as_v1():
+    """The first shipped model stays in the package as "v1", the baseline of newer ones."""
+    path = models.pretrained_path("v1")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == (
+        "c640c75678ac63c747295a28d89377a7ed461f01f9e0e2d10c03f0e711031d43")
+    ckpt = models.load_checkpoint("v1")
+    assert ckpt["model_name"] == "stft" and ckpt["sample_rate"] == 16000
+
+
 @pytest.fixture()
 def offline(monkeypatch):
     def refuse(*args, **kwargs):
