@@ -53,23 +53,30 @@ demo: $(STAMP)
 	@echo "enhanced test files: $(RUN)/default-test/ (shipped model), $(RUN)/adapted-test/" \
 		"(adapted)  report: $(RUN)/report/report.html  (adapted model: $(RUN)/adapted)"
 
-# the shipped model (src/wildmix/weights/default.safetensors), from scratch: the 'large'
-# corpus, then supervised training with augmentation (stft/cpu, seed 0, PRETRAINED_STEPS
-# steps of 8 x 4 s), 4000 more steps with a wider speed range (seed 1), then export; about
-# 80 minutes on 2 CPU cores. See MODEL_CARD.md.
+# the shipped models, from scratch (see MODEL_CARD.md). v1 (src/wildmix/weights/v1.safetensors):
+# the 'large' corpus, supervised training with augmentation (stft/cpu, seed 0,
+# PRETRAINED_STEPS steps of 8 x 4 s), 4000 more steps with a wider speed range (seed 1);
+# about 80 minutes on 2 CPU cores. default: v1 fine-tuned on the 'real' corpus (real voices
+# in ~30 languages, simulated rooms), 16000 steps, seed 2; about 35 more minutes.
 PRETRAINED_STEPS ?= 22000
 PRETRAINED_RUN   ?= runs/pretrained
 pretrained: $(STAMP)
 	scripts/install-debs.sh $(PY) large speech
+	scripts/install-debs.sh $(PY) real speech
 	test -f $(DATA)/corpus-large/manifest.jsonl || \
 		$(PY) -m wildmix corpus build $(DATA)/corpus-large --size large
-	$(PY) -m wildmix train --data $(DATA)/corpus-large --supervised --model stft \
+	test -f $(DATA)/corpus-real/manifest.jsonl || \
+		$(PY) -m wildmix corpus build $(DATA)/corpus-real --size real
+	$(PY) -m wildmix train --data $(DATA)/corpus-large --supervised --augment --model stft \
 		--preset cpu --seed 0 --max-steps $(PRETRAINED_STEPS) --valid-every 1000 \
 		--out $(PRETRAINED_RUN)
 	$(PY) -m wildmix train --data $(DATA)/corpus-large --supervised --augment \
 		--augment-speed 0.7 1.5 --init $(PRETRAINED_RUN) --seed 1 --max-steps 4000 \
 		--valid-every 1000 --out $(PRETRAINED_RUN)-wide
-	$(PY) -m wildmix export $(PRETRAINED_RUN)-wide \
+	$(PY) -m wildmix export $(PRETRAINED_RUN)-wide --out src/wildmix/weights/v1.safetensors
+	$(PY) -m wildmix train --data $(DATA)/corpus-real --supervised --augment --init v1 \
+		--seed 2 --max-steps 16000 --valid-every 1000 --out $(PRETRAINED_RUN)-real
+	$(PY) -m wildmix export $(PRETRAINED_RUN)-real \
 		--out src/wildmix/weights/default.safetensors
 
 lint: $(STAMP)

@@ -204,18 +204,28 @@ def real_table(cli, data: Path, report: Path, models: list[str], limit: int | No
             "noisy,spectral-gating,nsnet2,rnnoise", "--model", *models]
     cli(argv + (["--limit", str(limit)] if limit else []))
     per_voice_ci(data, report)
+    per_voice_ci(data, report, group=language, title="language")
 
 
-def per_voice_ci(data: Path, report: Path) -> dict:
-    """SI-SNRi, PESQ and ESTOI of every method per test voice, mean ± 95% CI, as one
-    markdown table per metric; returns ``voice -> method -> metric -> (mean, ci)``."""
+def language(voice: str) -> str:
+    """The language of a test voice of the 'real' corpus: ``asterisk:it_IT_m_Carlo`` -> it,
+    ``klettres:pt_BR`` -> pt, ``czech:m`` -> cs."""
+    engine, name = voice.split(":", 1)
+    return "cs" if engine == "czech" else name.split("_")[0]
+
+
+def per_voice_ci(data: Path, report: Path, group=lambda voice: voice,
+                 title: str = "voice") -> dict:
+    """SI-SNRi, PESQ and ESTOI of every method per test voice (or per ``group(voice)``, e.g.
+    its language), mean ± 95% CI, as one markdown table per metric; returns
+    ``group -> method -> metric -> (mean, ci, n)``."""
     from wildmix.evaluate import mean_ci
 
     voice_of = {}
     for line in (data / "manifest.jsonl").read_text().splitlines():
         record = json.loads(line)
         if record.get("split") == "test" and "voice" in record:
-            voice_of[record["name"] + ".wav"] = record["voice"]
+            voice_of[record["name"] + ".wav"] = group(record["voice"])
     results = json.loads((report / "results.json").read_text())
     names = sorted({voice_of[r["file"]] for r in results["files"] if r["file"] in voice_of})
     table: dict = {v: {} for v in names}
@@ -227,7 +237,7 @@ def per_voice_ci(data: Path, report: Path) -> dict:
                                 for m in ("si_snri", "pesq", "estoi")}
     for metric, label in (("si_snri", "SI-SNRi dB"), ("pesq", "PESQ"), ("estoi", "ESTOI")):
         files = {v: table[v]["noisy"][metric][2] for v in names}
-        print(f"\n{label} by test voice (files: "
+        print(f"\n{label} by test {title} (files: "
               + ", ".join(f"{v} {n}" for v, n in files.items()) + ")\n")
         print("| method | " + " | ".join(names) + " |")
         print("|---|" + "---|" * len(names))
