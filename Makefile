@@ -57,7 +57,7 @@ demo: $(STAMP)
 # the 'large' corpus, supervised training with augmentation (stft/cpu, seed 0,
 # PRETRAINED_STEPS steps of 8 x 4 s), 4000 more steps with a wider speed range (seed 1);
 # about 80 minutes on 2 CPU cores. default: v1 fine-tuned on the 'real' corpus (real voices
-# in ~30 languages, simulated rooms), 16000 steps, seed 2; about 35 more minutes.
+# in ~30 languages, real ambience, simulated rooms), 12000 steps, seed 2; about 25 more minutes.
 PRETRAINED_STEPS ?= 22000
 PRETRAINED_RUN   ?= runs/pretrained
 pretrained: $(STAMP)
@@ -75,7 +75,7 @@ pretrained: $(STAMP)
 		--valid-every 1000 --out $(PRETRAINED_RUN)-wide
 	$(PY) -m wildmix export $(PRETRAINED_RUN)-wide --out src/wildmix/weights/v1.safetensors
 	$(PY) -m wildmix train --data $(DATA)/corpus-real --supervised --augment --init v1 \
-		--seed 2 --max-steps 16000 --valid-every 1000 --out $(PRETRAINED_RUN)-real
+		--seed 2 --max-steps 12000 --valid-every 1000 --out $(PRETRAINED_RUN)-real
 	$(PY) -m wildmix export $(PRETRAINED_RUN)-real \
 		--out src/wildmix/weights/default.safetensors
 

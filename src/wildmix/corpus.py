@@ -92,6 +92,8 @@ PACKAGES = {
                 "/usr/share/festival/voices/russian/msu_ru_nsh_clunits/wav/*.wav"),
         Package("ktuberling-data", "GPL-2+", "/usr/share/ktuberling/sounds/*/*.ogg"),
         Package("klettres-data", "GPL-2+", "/usr/share/klettres/*/alpha/*.ogg"),
+        Package("redeclipse-data", "CC-BY-SA-3.0 / CC-BY-3.0 (Red Eclipse ambience)",
+                "/usr/share/games/redeclipse/data/sounds/ambience/*.ogg"),
     ]
 }
 
@@ -151,12 +153,14 @@ REAL_VOICES = [
     Voice("asterisk", "fr_CA_f_June", "asterisk-june", "valid"),
     Voice("asterisk", "it_IT_m_Carlo", "asterisk-carlo", "test"),
     Voice("festvox-ru", "msu_ru_nsh", "festvox-ru-nsh", "train"),
+    Voice("qabcs", "en", "qabcs-en", "train"),  # the English word recordings (real voice)
     *[Voice(engine, lang, f"{engine}-{lang}", WORD_SPLITS.get(lang, "train"))
       for engine, langs in WORD_LANGUAGES.items() for lang in langs],
 ]
 VOICES += REAL_VOICES
-RECORDED_ENGINES = ("czech", "asterisk", "festvox-ru", "ktuberling", "klettres")
-WORD_ENGINES = ("ktuberling", "klettres")  # isolated words: several per item
+RECORDED_ENGINES = ("czech", "asterisk", "festvox-ru", "ktuberling", "klettres", "qabcs")
+WORD_ENGINES = ("ktuberling", "klettres", "qabcs")  # isolated words: several per item
+QABCS_WORDS = "/usr/share/qabcs/abcs"  # LANG/sounds/words/*.ogg
 
 ENGINE_PACKAGES = {
     "flite": ("flite",),
@@ -168,6 +172,7 @@ ENGINE_PACKAGES = {
     "festvox-ru": ("festival", "festvox-ru"),
     "ktuberling": ("ktuberling-data",),
     "klettres": ("klettres-data",),
+    "qabcs": ("qabcs-data",),
 }
 CZECH_ROOT = "/usr/share/games/fillets-ng/sound"  # */cs/*.ogg: fillets-ng-data-cs
 NOISE_SOURCES = {  # package -> (folder, extensions)
@@ -175,6 +180,8 @@ NOISE_SOURCES = {  # package -> (folder, extensions)
     "bucklespring-data": ("/usr/share/buckle/wav", (".wav",)),
     "sonic-pi-samples": ("/usr/share/sonic-pi/samples", (".flac",)),
     "wesnoth-1.16-data": ("/usr/share/games/wesnoth/1.16/data/core/sounds/ambient", (".ogg",)),
+    # real ambience: wind, water, fire, crickets, distant cars, machines (the 'real' size)
+    "redeclipse-data": ("/usr/share/games/redeclipse/data/sounds/ambience", (".ogg",)),
 }
 GENERATED_NOISES = ("white", "pink", "brown", "hum", "babble")
 
@@ -197,14 +204,17 @@ SIZES = {
     "small": SizeSpec(("flite", "festival", "czech"),
                       ("qabcs-data", "bucklespring-data", "sonic-pi-samples"),
                       {"train": 300, "train_noise": 100, "valid": 40, "test": 60}),
-    "large": SizeSpec(("flite", "festival", "czech", "espeak"), tuple(NOISE_SOURCES),
+    "large": SizeSpec(("flite", "festival", "czech", "espeak"),
+                      ("qabcs-data", "bucklespring-data", "sonic-pi-samples",
+                       "wesnoth-1.16-data"),
                       {"train": 3600, "train_noise": 800, "valid": 120, "test": 200}),
     # voices and recorded noises that 'small' does not have (espeak in five languages, game
     # ambience): the source domain of domain-shift experiments evaluated on 'small'
     "shift": SizeSpec(("espeak",), ("wesnoth-1.16-data",),
                       {"train": 400, "train_noise": 100, "valid": 40, "test": 40}),
-    # real human voices in ~30 languages beside the TTS voices, all recorded noise, a third
-    # of the speech in simulated rooms; valid and test: real voices that never train
+    # real human voices in ~30 languages beside the TTS voices, all recorded noise (with Red
+    # Eclipse's real ambience), a third of the speech in simulated rooms; valid and test:
+    # real voices that never train
     "real": SizeSpec(("flite", "festival", "espeak") + RECORDED_ENGINES, tuple(NOISE_SOURCES),
                      {"train": 4000, "train_noise": 800, "valid": 160, "test": 240},
                      max_sentences=2, real_eval=True, room_fraction=0.33),
@@ -394,7 +404,7 @@ class Item:
 # lands in the same split in every corpus size that has its group: a model trained on
 # 'large' never hears a noise file of 'small''s valid or test split.
 NOISE_GROUPS = (("qabcs-data", "bucklespring-data", "sonic-pi-samples"),
-                ("wesnoth-1.16-data",))
+                ("wesnoth-1.16-data",), ("redeclipse-data",))
 
 
 def _noise_pools(spec: SizeSpec, seed: int, sources: str | None = None
@@ -441,6 +451,7 @@ def _recorded_files(v: Voice) -> tuple[list[str], str]:
         "festvox-ru": (Path(FESTVOX_RU), "*.wav"),
         "ktuberling": (Path(KTUBERLING_ROOT, v.voice), "*.[ow][ga][gv]"),
         "klettres": (Path(KLETTRES_ROOT, v.voice), "*/*.[ow][ga][gv]"),
+        "qabcs": (Path(QABCS_WORDS, v.voice, "sounds", "words"), "*.ogg"),
     }[v.engine]
     return sorted(str(p) for p in folder.glob(pattern)), str(folder / pattern)
 
