@@ -105,7 +105,7 @@ def test_package_judged_by_dpkg_not_by_a_shared_folder(tmp_path, monkeypatch):
     # a system where another language pack of the game is installed, not the Czech one
     fake = tmp_path / "bin" / "dpkg-query"
     fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\necho 'fillets-ng-data-nl install ok installed'\n"
+    fake.write_text("#!/bin/sh\necho 'fillets-ng-data-xx install ok installed'\n"
                     "echo 'flite deinstall ok config-files'\n"
                     "echo 'dpkg-query: no packages found matching fillets-ng-data-cs' >&2\n")
     fake.chmod(0o755)
