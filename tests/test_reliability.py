@@ -114,7 +114,7 @@ def test_package_judged_by_dpkg_not_by_a_shared_folder(tmp_path, monkeypatch):
         "fillets-ng-data-cs": False, "flite": False}
     # without dpkg: files only the package installs, not the folder every pack creates
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    shared = tmp_path / "sound" / "intro" / "nl"
+    shared = tmp_path / "sound" / "intro" / "xx"
     shared.mkdir(parents=True)
     (shared / "a.ogg").write_bytes(b"")
     monkeypatch.setitem(corpus.PACKAGES, "fillets-ng-data-cs", corpus.Package(
