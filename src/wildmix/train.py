@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wildmix import corpus, evaluate, models
 from wildmix import data as wdata
-from wildmix import evaluate, models
 from wildmix.config import Plan, TrainConfig, resolve
 from wildmix.lock import folder_lock
 from wildmix.mixit import enhancement_constraint
@@ -247,8 +247,6 @@ def _valid_sets(c: TrainConfig, noise_clips):
     if not c.valid:
         return None, []
     vroot, paired = Path(c.valid), []
-    from wildmix import corpus
-
     if corpus.paired_task(vroot) == "enhance":
         paired = wdata.paired_clips(vroot / "noisy", vroot / "clean")[: c.valid_files]
         vrec = [n for n, _ in paired]

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from wildmix.audio import first_line
+from wildmix.audio import atomic_path, first_line
 from wildmix.models import stft, tdcn
 
 REGISTRY: dict[str, tuple[type[nn.Module], dict[str, dict]]] = {
@@ -65,8 +65,6 @@ def versions() -> dict:
 
 def save_checkpoint(path: str | os.PathLike, **content) -> None:
     """Write ``content`` (plain data and tensors) atomically: temporary file, then rename."""
-    from wildmix.audio import atomic_path
-
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(),
                     **content}, tmp)
@@ -136,8 +134,6 @@ def export_safetensors(ckpt: dict, path: str | os.PathLike, **metadata: str) -> 
     """Write a checkpoint's weights (float32) and model description as safetensors,
     atomically; ``metadata`` (strings: provenance) goes into the file's header."""
     from safetensors.torch import save_file
-
-    from wildmix.audio import atomic_path
 
     tensors = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype)
                .contiguous() for k, v in ckpt["state_dict"].items()}
