@@ -11,7 +11,6 @@ command line takes its choices and defaults from here at no cost.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 from dataclasses import dataclass, field
 
@@ -224,6 +223,9 @@ def interval_steps(text: str, epoch_steps: int) -> int:
 # --- wildmix adapt: the policy, as one function ----------------------------------------
 
 
+ADAPT_STRATEGIES = ("remixit", "mixit")
+
+
 def adapt_config(data: str, out: str, start: str = "default", strategy: str = "remixit",
                  noise: str | None = None, valid: str | None = None, max_steps: int = 3000,
                  max_minutes: float | None = 20.0, lr: float | None = None, seed: int = 0,
@@ -245,13 +247,6 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
         return TrainConfig(strategy="mixit", init=start, noise=noise or "auto", **common)
     raise ValueError(f"adapt strategy must be remixit or mixit, got {strategy!r}")
 
-
-ADAPT_STRATEGIES = ("remixit", "mixit")
-
-
-def adapt_default(name: str):
-    """The default of an :func:`adapt_config` argument (for the command line)."""
-    return inspect.signature(adapt_config).parameters[name].default
 
 
 # --- optional extras ----------------------------------------------------------------------
