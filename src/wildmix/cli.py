@@ -105,9 +105,50 @@ def _adapt(args) -> int:
 def _export(args) -> int:
     from wildmix import models
 
+    fmt = args.format or ("onnx" if args.out.endswith(".onnx") else "safetensors")
+    if fmt == "onnx":
+        from wildmix import stream
+
+        info = stream.export_run(args.run, args.out)
+        print(f"wrote {args.out} ({info['megabytes']:.1f} MB): one {info['hop']}-sample hop "
+              f"per call, state as inputs/outputs {', '.join(stream.STATE_NAMES)}; latency "
+              f"{info['latency_ms']:.1f} ms; from {info['source']}")
+        return 0
     info = models.export_run(args.run, args.out)
     print(f"wrote {args.out} ({info['megabytes']:.1f} MB, {info['parameters']} parameters) "
           f"from {info['source']}; sha256 {info['sha256']}")
+    return 0
+
+
+def _stream(args) -> int:
+    import torch
+
+    from wildmix import stream
+
+    torch.set_num_threads(args.threads)
+    streamer = stream.load(args.model, engine=args.engine, threads=args.threads)
+    if args.soundcard:
+        from wildmix.config import EXTRAS, require
+
+        require("live", EXTRAS["live"], "wildmix stream --soundcard")
+        log.info("enhancing the microphone live (latency %.1f ms); Ctrl-C stops",
+                 streamer.latency_ms)
+        stream.stream_soundcard(streamer, seconds=args.seconds)
+        return 0
+    if not (args.input and args.output):
+        raise ValueError("give IN and OUT (files, or - for raw 16-bit PCM on stdin/stdout), "
+                         "or --soundcard")
+    chunk = streamer.hop if args.chunk is None else args.chunk
+    if chunk < 1:
+        raise ValueError(f"--chunk must be a positive number of samples, got {chunk}")
+    if args.input == "-" or args.output == "-":
+        if args.input != "-" or args.output != "-":
+            raise ValueError("raw PCM runs pipe to pipe: use - for both IN and OUT")
+        n = stream.stream_pipe(streamer, sys.stdin.buffer, sys.stdout.buffer, chunk)
+    else:
+        n = stream.stream_file(streamer, args.input, args.output, chunk)
+    log.info("streamed %.1f s (latency %.1f ms)", n / streamer.sample_rate,
+             streamer.latency_ms)
     return 0
 
 
@@ -142,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (_add_corpus, _add_data, _add_train, _add_adapt, _add_export, _add_enhance,
-                _add_score, _add_evaluate):
+                _add_stream, _add_score, _add_evaluate):
         add(commands)
     return parser
 
@@ -296,11 +337,41 @@ def _add_adapt(commands) -> None:
 
 def _add_export(commands) -> None:
     ex = commands.add_parser(
-        "export", help="write a run's model as one safetensors file (weights and model "
-                       "description, no optimiser), loadable wherever a checkpoint is")
-    ex.add_argument("run", help="run folder (its best.pt) or checkpoint file")
-    ex.add_argument("--out", required=True, help="output .safetensors file")
+        "export", help="write a model as one safetensors file (weights and model "
+                       "description, no optimiser), or a causal model's streaming step as "
+                       "ONNX")
+    ex.add_argument("run", help="run folder (its best.pt), checkpoint or shipped model name")
+    ex.add_argument("--out", required=True, help="output .safetensors or .onnx file")
+    ex.add_argument("--format", choices=("safetensors", "onnx"),
+                    help="default: from --out's suffix")
     ex.set_defaults(func=_export)
+
+
+def _add_stream(commands) -> None:
+    from wildmix.config import STREAM_ENGINES, STREAM_MODEL
+
+    st = commands.add_parser(
+        "stream", help="enhance in real time with a causal model: file to file, raw PCM "
+                       "pipe (- -) or the sound card",
+        description="wildmix stream IN OUT: IN and OUT are mono files at the model's rate "
+                    "(16 kHz), or both - for raw 16-bit little-endian PCM on stdin/stdout, "
+                    "e.g. arecord -f S16_LE -r 16000 -c 1 -t raw | wildmix stream - - | "
+                    "aplay -f S16_LE -r 16000 -c 1 -t raw. The output is aligned with the "
+                    "input; each sample leaves one algorithmic latency (20 ms) after it came.")
+    st.add_argument("input", nargs="?", metavar="IN")
+    st.add_argument("output", nargs="?", metavar="OUT")
+    st.add_argument("--model", default=STREAM_MODEL,
+                    help="causal run folder, checkpoint or shipped name (default: "
+                         "%(default)s)")
+    st.add_argument("--engine", choices=STREAM_ENGINES, default=STREAM_ENGINES[0],
+                    help="torch, or onnxruntime on the exported step (default: %(default)s)")
+    st.add_argument("--chunk", type=int,
+                    help="samples read at a time (default: the model's hop, 160 = 10 ms)")
+    st.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
+    st.add_argument("--soundcard", action="store_true",
+                    help="microphone to speakers, live (needs wildmix[live])")
+    st.add_argument("--seconds", type=float, help="--soundcard: stop after this long")
+    st.set_defaults(func=_stream)
 
 
 def _add_enhance(commands) -> None:
@@ -369,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
 
     expected = (AudioError, CorpusError, DataError, LockError, MissingExtra,
                 FileNotFoundError, FileExistsError)
-    if args.command in ("train", "adapt", "export", "enhance", "score", "evaluate"):
+    if args.command in ("train", "adapt", "export", "enhance", "score", "evaluate", "stream"):
         from wildmix.models import CheckpointError
         from wildmix.train import TrainingError
 

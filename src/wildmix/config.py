@@ -19,7 +19,7 @@ log = logging.getLogger("wildmix")
 STRATEGIES = ("mixit", "supervised", "remixit")
 TASKS = ("enhance", "separate")
 MODELS = ("stft", "tdcn")  # wildmix.models.REGISTRY; a test holds them equal
-PRESETS = ("tiny", "cpu", "gpu")  # each model's presets; a test holds them equal
+PRESETS = ("tiny", "cpu", "gpu", "stream")  # the models' presets; a test holds them equal
 LOSSES = ("snr", "sisnr")
 SEARCHES = ("exact", "efficient")
 TEACHER_UPDATES = ("ema", "replace", "frozen")
@@ -28,6 +28,8 @@ TEACHER_UPDATES = ("ema", "replace", "frozen")
 BASELINES = ("noisy", "spectral-gating", "spectral-gating-stationary", "nsnet2", "rnnoise")
 METRICS = ("si_snr", "si_snri", "pesq", "estoi")
 CHUNK_SECONDS = 10.0  # block length of wildmix.enhance.Enhancer
+STREAM_ENGINES = ("torch", "onnx")  # wildmix.stream.Streamer's engines
+STREAM_MODEL = "causal"  # the shipped causal model, wildmix stream's default
 
 
 @dataclass
@@ -134,7 +136,8 @@ def resolve(config: TrainConfig) -> Plan:
         name, args = spec["model_name"], spec["model_args"]
     else:
         name, args = c.model, models.model_args(c.model, c.preset, n_sources=c.n_sources,
-                                                causal=c.causal)
+                                                causal=c.causal or None)
+    c.causal = bool(args.get("causal", False))  # a preset may be causal
     return Plan(c, name, args, init=init, teacher=teacher)
 
 
@@ -252,7 +255,8 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
 # --- optional extras ----------------------------------------------------------------------
 
 # the modules of each extra that wildmix checks for (the peers': wildmix.peers.REQUIRES)
-EXTRAS = {"eval": ("scipy", "pesq", "pystoi", "noisereduce", "matplotlib")}
+EXTRAS = {"eval": ("scipy", "pesq", "pystoi", "noisereduce", "matplotlib"),
+          "onnx": ("onnx", "onnxruntime"), "live": ("sounddevice",)}
 
 
 class MissingExtra(ImportError):

@@ -20,6 +20,8 @@ PRESETS = {
     "tiny": dict(n_fft=256, hop=128, hidden=32, blocks=2, arch="tcn"),
     "cpu": dict(n_fft=512, hop=256, hidden=256, blocks=6, arch="tcn"),
     "gpu": dict(n_fft=512, hop=128, hidden=512, blocks=10, arch="tcn"),
+    # for wildmix.stream: 20 ms window, 10 ms hop, no look-ahead (20 ms algorithmic latency)
+    "stream": dict(n_fft=320, hop=160, hidden=256, blocks=6, arch="tcn", causal=True),
 }
 
 
@@ -84,7 +86,9 @@ class STFTMasker(nn.Module):
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` mixture -> ``(B, M, T)`` sources."""
         n_batch, length = mixture.shape
+        # causal: zero padding at the ends (reflection would look a frame ahead at the start)
         spec = torch.stft(mixture, self.n_fft, self.hop, window=self.window,
+                          pad_mode="constant" if self.causal else "reflect",
                           return_complex=True)  # (B, K, F)
         power = spec.real.square() + spec.imag.square()
         logp = torch.log(power + 1e-8)  # (B, K, F)

@@ -1,0 +1,137 @@
+"""Real-time streaming: latency, per-frame compute and quality, beside RNNoise, in one run.
+
+    python benchmarks/bench_stream.py [--model causal] [--real-data data/corpus-real]
+
+1. Algorithmic latency and per-frame compute on ONE thread (median, 99th percentile, real-time
+   factor = median / frame duration) of the causal model through ``wildmix.stream.Streamer``
+   with the torch and the onnxruntime engine, and of RNNoise's C library (``pyrnnoise``,
+   10 ms frames at 48 kHz) on the same machine, the same 20 s of speech in noise.
+2. Quality on the real-voice test split of the 'real' corpus (unseen voices and languages):
+   every test file streamed hop by hop through the causal model (``wildmix.stream``), beside
+   the offline shipped model, NSNet2, RNNoise and the noisy input: SI-SNRi, PESQ, ESTOI with
+   95% CIs, overall and per voice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wildmix import audio, peers, stream
+from wildmix.cli import main as cli_main
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_quality import per_voice_ci  # noqa: E402 (a sibling script)
+
+
+def _speech(seconds: float) -> np.ndarray:
+    """Committed speech in white noise at 5 dB, repeated to ``seconds`` (16 kHz)."""
+    folder = Path(__file__).parent.parent / "tests" / "data" / "speech"
+    clean = np.concatenate([audio.read(p, 16000) for p in sorted(folder.rglob("*.flac"))])
+    clean = np.tile(clean, int(np.ceil(seconds * 16000 / len(clean))))[:int(seconds * 16000)]
+    noise = np.random.default_rng(0).standard_normal(len(clean)).astype(np.float32)
+    return clean + noise * np.sqrt(np.mean(clean ** 2) / np.mean(noise ** 2) / 10 ** 0.5)
+
+
+def _frame_times(process, frames: list[np.ndarray]) -> list[float]:
+    for frame in frames[:50]:  # warm-up
+        process(frame)
+    times = []
+    for frame in frames:
+        start = time.perf_counter()
+        process(frame)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _rnnoise_frames(x16: np.ndarray) -> tuple[list[float], float]:
+    """Per-frame times of RNNoise's C library on 10 ms frames at 48 kHz."""
+    import soxr
+
+    lib = peers._rnnoise_lib()
+    x = soxr.resample(x16, 16000, peers.RNNOISE_RATE) * 32768.0
+    frame = peers._RNN_FRAME
+    frames = [np.ascontiguousarray(x[s:s + frame], np.float32)
+              for s in range(0, len(x) - frame + 1, frame)]
+    state = lib.rnnoise_create(None)
+    out = np.zeros(frame, np.float32)
+    ptr = ctypes.POINTER(ctypes.c_float)
+    try:
+        times = _frame_times(lambda f: lib.rnnoise_process_frame(
+            state, out.ctypes.data_as(ptr), f.ctypes.data_as(ptr)), frames)
+    finally:
+        lib.rnnoise_destroy(state)
+    return times, frame / peers.RNNOISE_RATE
+
+
+def speed(model: str, seconds: float) -> None:
+    torch.set_num_threads(1)
+    x = _speech(seconds)
+    rows = []
+    for engine in ("torch", "onnx"):
+        streamer = stream.load(model, engine=engine, threads=1)
+        hop = streamer.hop
+        frames = [x[s:s + hop] for s in range(0, len(x) - hop + 1, hop)]
+        rows.append((f"wildmix {model} ({engine})", streamer.latency_ms,
+                     _frame_times(streamer.process, frames), hop / streamer.sample_rate))
+    if peers.available()["rnnoise"]:
+        times, frame_s = _rnnoise_frames(x)
+        latency = 1000.0 * peers.DELAYS["rnnoise"] / peers.RNNOISE_RATE
+        rows.append(("RNNoise (C library)", latency, times, frame_s))
+    print(f"\nstreaming on 1 thread, {seconds:.0f} s of speech in noise, frame by frame\n")
+    print("| system | algorithmic latency ms | frame ms | per-frame median ms | "
+          "99th percentile ms | RTF (median) | 99th percentile under the frame |")
+    print("|---|---|---|---|---|---|---|")
+    for name, latency, times, frame_s in rows:
+        median, p99 = statistics.median(times), float(np.percentile(times, 99))
+        print(f"| {name} | {latency:.1f} | {1000 * frame_s:.0f} | {1000 * median:.3f} | "
+              f"{1000 * p99:.3f} | {median / frame_s:.4f} | {'yes' if p99 < frame_s else 'NO'} "
+              "|")
+
+
+def quality(model: str, data: Path, report: Path, limit: int | None) -> None:
+    if not (data / "manifest.jsonl").exists():
+        cli_main(["corpus", "build", str(data), "--size", "real"])
+    files = sorted((data / "test" / "noisy").glob("*.wav"))[:limit]
+    streamer = stream.load(model, engine="onnx")
+    with tempfile.TemporaryDirectory() as tmp:
+        streamed = Path(tmp) / f"{Path(model).name}-streamed"
+        streamed.mkdir()
+        start = time.perf_counter()
+        for path in files:
+            stream.stream_file(streamer, path, streamed / path.name, streamer.hop)
+        print(f"\nstreamed {len(files)} test files hop by hop in "
+              f"{time.perf_counter() - start:.0f} s (onnxruntime, 1 thread)")
+        argv = ["evaluate", "--data", str(data / "test"), "--out", str(report), "--baseline",
+                "noisy,nsnet2,rnnoise", "--model", "default", "--enhanced", str(streamed),
+                "--no-progress"]
+        if cli_main(argv + (["--limit", str(limit)] if limit else [])):
+            raise SystemExit("evaluate failed")
+    per_voice_ci(data, report)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="causal",
+                        help="causal run, checkpoint or shipped name (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--real-data", default="data/corpus-real")
+    parser.add_argument("--report", default="reports/stream")
+    parser.add_argument("--limit", type=int, help="only the first N test files")
+    parser.add_argument("--speed-only", action="store_true")
+    args = parser.parse_args(argv)
+    speed(args.model, args.seconds)
+    if not args.speed_only:
+        quality(args.model, Path(args.real_data), Path(args.report), args.limit)
+
+
+if __name__ == "__main__":
+    main()
