@@ -49,8 +49,12 @@ def test_evaluate_command(tiny_corpus, tmp_path, capsys):
                    "--no-progress", *argv])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and message in err and len(err.splitlines()) == 1, err
-    rc = main(["evaluate", "--data", str(tmp_path), "--baseline", "noisy", "--out", str(out)])
-    assert rc == 2 and "expected noisy/ and clean/" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc = main(["evaluate", "--data", str(empty), "--baseline", "noisy", "--out", str(out)])
+    assert rc == 2 and "no audio files" in capsys.readouterr().err
+    rc = main(["evaluate", "--data", str(tmp_path / "absent"), "--out", str(out)])
+    assert rc == 2 and "no such folder" in capsys.readouterr().err
 
 
 def test_choices_and_defaults_come_from_the_library():

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from wildmix import evaluate, mos
 from wildmix.evaluate import score_folder, si_snr
 
 
@@ -44,7 +45,6 @@ def test_errors_name_the_file(tmp_path):
 
 # --- metrics against known answers ----------------------------------------------------------
 
-from wildmix import evaluate  # noqa: E402
 
 
 def test_si_snr_of_white_noise_at_known_snr():
@@ -211,3 +211,40 @@ def test_report_of_a_file_shorter_than_one_spectrogram_frame(tmp_path):
     short = np.sin(np.arange(160) / 3.0).astype(np.float32)  # 10 ms at 16 kHz
     report.spectrogram_png(tmp_path / "s.png", [("noisy", short), ("clean", short)], 16000)
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(not mos.available(), reason="the mos extra is not installed")
+def test_unlabeled_recordings_are_scored_with_dnsmos(tiny_corpus, tmp_path, capsys):
+    """A folder without clean/: DNSMOS of the input and of each method's output; an
+    oracle that returns the clean speech must score above the noisy input."""
+    import shutil
+
+    from wildmix.cli import main
+
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    names = sorted(p.name for p in (tiny_corpus / "test" / "noisy").glob("*.wav"))[:3]
+    for name in names:
+        shutil.copy(tiny_corpus / "test" / "noisy" / name, recordings / name)
+
+    def oracle(x, sr, name):
+        return sf.read(tiny_corpus / "test" / "clean" / name, dtype="float32")[0]
+
+    oracle.wants_name = True
+    res = evaluate.evaluate(recordings, {"noisy": evaluate.BASELINES["noisy"],
+                                         "oracle": oracle}, progress=False)
+    assert res.task == "unlabeled" and res.metrics == list(mos.METRICS)
+    s = res.summary()
+    for m in ("dnsmos_bak", "dnsmos_ovr"):
+        assert s["oracle"][m]["mean"] > s["noisy"][m]["mean"] + 0.3, m
+        assert s["noisy"][m]["n"] == 3
+    res.save(tmp_path / "report")
+    assert "DNSMOS OVR" in (tmp_path / "report" / "results.md").read_text()
+
+    rc = main(["evaluate", "--data", str(recordings), "--baseline", "noisy", "--out",
+               str(tmp_path / "cli"), "--no-progress"])
+    assert rc == 0 and "DNSMOS SIG" in capsys.readouterr().out
+    rc = main(["evaluate", "--data", str(recordings), "--metrics", "pesq", "--out",
+               str(tmp_path / "cli"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "pesq need clean references" in err and len(err.splitlines()) == 1

@@ -411,13 +411,16 @@ def _add_evaluate(commands) -> None:
         "evaluate", help="score models and baselines on a paired set (SI-SNRi, PESQ, ESTOI; "
                          "MSi and 1S for separation) and write a report with audio")
     ev.add_argument("--data", required=True,
-                    help="paired folder: noisy/ + clean/, or mixture/ + sources/")
+                    help="paired folder: noisy/ + clean/, or mixture/ + sources/; or a "
+                         "folder of recordings without references (scored with DNSMOS)")
     ev.add_argument("--model", nargs="+", help="run folders, checkpoints or shipped names")
     ev.add_argument("--enhanced", nargs="+",
                     help="folders of outputs of other systems, named like the inputs")
     ev.add_argument("--baseline", help=f"comma-separated: {', '.join(BASELINES)}, or none "
                                        "(default: all)")
-    ev.add_argument("--metrics", help=f"comma-separated subset of {','.join(METRICS)}")
+    ev.add_argument("--metrics", help=f"comma-separated subset of {','.join(METRICS)} "
+                                      "(default: the first four with references, the "
+                                      "DNSMOS ones without)")
     ev.add_argument("--out", required=True, help="report folder")
     ev.add_argument("--limit", type=int, help="only the first N files")
     ev.add_argument("--examples", type=int, default=3,

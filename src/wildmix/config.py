@@ -26,7 +26,7 @@ TEACHER_UPDATES = ("ema", "replace", "frozen")
 # what `wildmix evaluate` offers: wildmix.evaluate.BASELINES and ENHANCE_METRICS (a test
 # holds them equal); named here so that the command line need not import torch
 BASELINES = ("noisy", "spectral-gating", "spectral-gating-stationary", "nsnet2", "rnnoise")
-METRICS = ("si_snr", "si_snri", "pesq", "estoi")
+METRICS = ("si_snr", "si_snri", "pesq", "estoi", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovr")
 CHUNK_SECONDS = 10.0  # block length of wildmix.enhance.Enhancer
 STREAM_ENGINES = ("torch", "onnx")  # wildmix.stream.Streamer's engines
 STREAM_MODEL = "causal"  # the shipped causal model, wildmix stream's default
@@ -256,7 +256,8 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
 
 # the modules of each extra that wildmix checks for (the peers': wildmix.peers.REQUIRES)
 EXTRAS = {"eval": ("scipy", "pesq", "pystoi", "noisereduce", "matplotlib"),
-          "onnx": ("onnx", "onnxruntime"), "live": ("sounddevice",)}
+          "onnx": ("onnx", "onnxruntime"), "live": ("sounddevice",),
+          "mos": ("onnxruntime", "speechmos")}
 
 
 class MissingExtra(ImportError):

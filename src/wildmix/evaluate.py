@@ -6,6 +6,9 @@ Two layouts are understood, both as the built-in corpus writes them:
   turns the noisy file into a speech estimate, scored by SI-SNR, SI-SNR improvement, PESQ
   (wide band at 16 kHz, narrow band at 8 kHz; other rates are resampled to 16 kHz) and
   ESTOI.
+- unlabeled: a folder of recordings (or ``DIR/noisy/`` without ``clean/``), as users have
+  them. Without a reference, each method's output is scored by DNSMOS P.835 (SIG, BAK,
+  OVR; :mod:`wildmix.mos`), which paired sets can ask for too.
 - separation: ``DIR/mixture/X.wav`` with its active sources ``DIR/sources/X/sK.wav``. Each
   method returns several outputs; the references are matched to distinct outputs by the
   best total SI-SNR, and scored as in FUSS (Wisdom et al. 2021): MSi, the mean SI-SNR
@@ -32,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wildmix import audio, corpus, losses, peers
+from wildmix import audio, corpus, losses, mos, peers
 from wildmix.config import EXTRAS, require
 from wildmix.report import LABELS, format_mean, write_html
 
@@ -40,7 +43,8 @@ log = logging.getLogger("wildmix")
 
 Method = Callable[[np.ndarray, int], np.ndarray]
 
-ENHANCE_METRICS = ("si_snr", "si_snri", "pesq", "estoi")
+REFERENCE_METRICS = ("si_snr", "si_snri", "pesq", "estoi")  # the default on paired sets
+ENHANCE_METRICS = REFERENCE_METRICS + mos.METRICS
 SEPARATE_METRICS = ("msi", "1s")
 
 
@@ -161,7 +165,7 @@ def methods(data: str | os.PathLike, models: list[str] | None = None,
     task = task_of(data)
     if baselines is None:  # every one that can run here
         ready = peers.available()
-        names = [b for b in BASELINES if ready.get(b, True)] if task == "enhance" \
+        names = [b for b in BASELINES if ready.get(b, True)] if task != "separate" \
             else ["noisy"]
     else:
         names = [b for b in baselines.split(",") if b and b != "none"]
@@ -208,12 +212,20 @@ class Example:
 
 
 def task_of(data: str | os.PathLike) -> str:
-    """``'enhance'`` for noisy/ + clean/, ``'separate'`` for mixture/ + sources/."""
+    """``'enhance'`` for noisy/ + clean/, ``'separate'`` for mixture/ + sources/,
+    ``'unlabeled'`` for a folder of recordings (or noisy/ alone)."""
     task = corpus.paired_task(data)
     if task:
         return task
-    raise FileNotFoundError(f"{data}: expected noisy/ and clean/ (enhancement) or mixture/ "
-                            "and sources/ (separation)")
+    if Path(data).is_dir():
+        return "unlabeled"
+    raise FileNotFoundError(f"{data}: no such folder")
+
+
+def _inputs_dir(data: Path, task: str) -> Path:
+    if task == "unlabeled":
+        return data / "noisy" if (data / "noisy").is_dir() else data
+    return data / corpus.PAIRED[task][0]
 
 
 def pairs(data: str | os.PathLike, limit: int | None = None
@@ -225,14 +237,16 @@ def pairs(data: str | os.PathLike, limit: int | None = None
     """
     data = Path(data)
     task = task_of(data)
-    inputs_dir = data / corpus.PAIRED[task][0]
+    inputs_dir = _inputs_dir(data, task)
     names = [p.relative_to(inputs_dir) for p in audio.find_audio(inputs_dir)]
     if not names:
         raise ValueError(f"no audio files in {inputs_dir}")
     found = []
     for name in names[:limit]:
         src = inputs_dir / name
-        if task == "enhance":
+        if task == "unlabeled":
+            refs = []
+        elif task == "enhance":
             refs = [_match(data / "clean" / name)]
         else:
             refs = sorted((data / "sources" / name.with_suffix("")).glob("s*.*"))
@@ -274,13 +288,22 @@ def _match(path: Path) -> Path:
 
 def _enhance_scores(est: np.ndarray, ex: Example, metrics: tuple[str, ...]
                     ) -> tuple[dict, dict]:
-    clean, noisy, sr = ex.reference[0], ex.inputs, ex.sample_rate
     scores, missing = {}, {}
+    if set(metrics) & set(mos.METRICS):
+        try:
+            scores.update(mos.dnsmos(est, ex.sample_rate))
+        except ValueError as e:
+            missing.update({m: _reason(e) for m in mos.METRICS})
+    referenced = [m for m in metrics if m in REFERENCE_METRICS]
+    if not referenced:
+        return {m: scores[m] for m in metrics if m in scores}, missing
+    clean, noisy, sr = ex.reference[0], ex.inputs, ex.sample_rate
     problem = audio.content_problem(clean)
     if problem:
         reason = "silent reference" if problem.startswith("silent") else f"reference {problem}"
-        return {}, {m: reason for m in metrics}
-    for m in metrics:
+        return {m: scores[m] for m in metrics if m in scores}, \
+            {**missing, **{m: reason for m in referenced}}
+    for m in referenced:
         try:
             if m in ("si_snr", "si_snri") and "si_snr" not in scores:
                 scores["si_snr"] = si_snr(est, clean)
@@ -401,7 +424,8 @@ def evaluate(data: str | os.PathLike, methods: dict[str, Method],
 
     Args:
         methods: name -> method (see the module docstring).
-        metrics: a subset of :data:`ENHANCE_METRICS` (default: all); separation sets always
+        metrics: a subset of :data:`ENHANCE_METRICS` (default: :data:`REFERENCE_METRICS`,
+            or DNSMOS on unlabeled recordings); separation sets always
             use :data:`SEPARATE_METRICS`.
         limit: only the first ``limit`` files.
         keep_outputs: keep the outputs of this many files, spread over the set, for the
@@ -412,10 +436,7 @@ def evaluate(data: str | os.PathLike, methods: dict[str, Method],
     """
     require("eval", EXTRAS["eval"], "wildmix evaluate")
     task = task_of(data)
-    metrics = tuple(SEPARATE_METRICS if task == "separate" else (metrics or ENHANCE_METRICS))
-    unknown = set(metrics) - set(ENHANCE_METRICS) - set(SEPARATE_METRICS)
-    if unknown:
-        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {ENHANCE_METRICS}")
+    metrics = _metrics(task, metrics)
     found = pairs(data, limit)
     keep = set(np.linspace(0, len(found) - 1, min(keep_outputs, len(found))
                            ).round().astype(int).tolist()) if keep_outputs else set()
@@ -436,6 +457,25 @@ def evaluate(data: str | os.PathLike, methods: dict[str, Method],
             bar.update(1)
     bar.close()
     return results
+
+
+def _metrics(task: str, asked: Iterable[str] | None) -> tuple[str, ...]:
+    """The metrics to compute: those asked for, checked against the task, or its default."""
+    if task == "separate":
+        return SEPARATE_METRICS
+    default = mos.METRICS if task == "unlabeled" else REFERENCE_METRICS
+    metrics = tuple(asked or default)
+    unknown = set(metrics) - set(ENHANCE_METRICS)
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from "
+                         f"{', '.join(ENHANCE_METRICS)}")
+    if task == "unlabeled" and set(metrics) - set(mos.METRICS):
+        raise ValueError(f"{', '.join(sorted(set(metrics) - set(mos.METRICS)))} need clean "
+                         "references (a folder with noisy/ and clean/); without them: "
+                         f"{', '.join(mos.METRICS)}")
+    if set(metrics) & set(mos.METRICS):
+        require("mos", mos.REQUIRES, "DNSMOS")
+    return metrics
 
 
 def _run(name: str, method: Method, ex: Example, task: str, metrics: tuple[str, ...]
@@ -460,7 +500,7 @@ def _run(name: str, method: Method, ex: Example, task: str, metrics: tuple[str, 
         row["missing"] = {m: f"method failed: {_reason(e)}" for m in metrics}
         log.warning("%s on %s: %s", name, ex.name, _reason(e))
         return row, None
-    if task == "enhance":
+    if task != "separate":
         row["scores"], row["missing"] = _enhance_scores(est, ex, metrics)
     else:
         row["scores"], row["missing"] = _separate_scores(est, ex)

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from wildmix import audio
-from wildmix.config import require
+from wildmix.config import EXTRAS, require
 
 METRICS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovr")
-REQUIRES = ("onnxruntime", "speechmos")  # extra 'mos'
+REQUIRES = EXTRAS["mos"]
 RATE = 16000
 WINDOW = int(9.01 * RATE)
 # raw model output -> MOS, per rating (numpy.poly1d coefficients, highest power first)

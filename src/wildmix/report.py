@@ -31,7 +31,8 @@ img { max-width: 100%; }
 
 
 LABELS = {"si_snr": "SI-SNR dB", "si_snri": "SI-SNRi dB", "pesq": "PESQ", "estoi": "ESTOI",
-          "msi": "MSi dB", "1s": "1S dB", "rtf": "RTF"}
+          "msi": "MSi dB", "1s": "1S dB", "rtf": "RTF", "dnsmos_sig": "DNSMOS SIG",
+          "dnsmos_bak": "DNSMOS BAK", "dnsmos_ovr": "DNSMOS OVR"}
 
 
 def format_mean(entry: dict, metric: str) -> tuple[str, str | None]:
@@ -89,8 +90,8 @@ def _example_html(results, ex, media: Path) -> list[str]:
     e = html.escape
     parts = []
     stem = _slug(Path(ex.name).with_suffix("").as_posix())
-    if results.task == "enhance":
-        signals = [("noisy", ex.inputs), ("clean", ex.reference[0])]
+    if results.task != "separate":
+        signals = [("noisy", ex.inputs)] + [("clean", r) for r in ex.reference]
     else:
         signals = [("mixture", ex.inputs)] + [
             (f"reference s{k}", r) for k, r in enumerate(ex.reference)]
