@@ -334,3 +334,49 @@ def test_lr_follows_whichever_budget_ends_first(tiny_corpus, tmp_path):
     rates = [json.loads(line)["lr"] for line in (tmp_path / "t" / "log.jsonl").read_text()
              .splitlines() if "lr" in json.loads(line)]
     assert len(rates) > 3 and rates[-1] < 0.15 * rates[1]
+
+
+def test_hold_back_splits_recordings_without_overlap():
+    clips = [object() for _ in range(95)]
+    kept, held = train.hold_back(clips, most=40)
+    assert len(held) == 9 and len(kept) == 86  # a tenth at most
+    assert not {id(x) for x in held} & {id(x) for x in kept}
+    assert {id(x) for x in held + kept} == {id(x) for x in clips}
+    assert train.hold_back(clips, most=4)[1] == clips[::23][:4]
+    assert train.hold_back(clips[:9], most=40) == (clips[:9], [])
+
+
+def test_label_free_selection_by_dnsmos_on_held_back_recordings(tiny_corpus, tmp_path):
+    from wildmix import mos
+
+    if not mos.available():
+        pytest.skip("the mos extra is not installed")
+    out = tmp_path / "run"
+    c = _config(tiny_corpus, out, data=str(tiny_corpus / "train" / "noisy"),
+                noise=str(tiny_corpus / "train" / "noise"), valid=None, select="dnsmos",
+                max_steps=20, valid_every=10, valid_files=2)
+    summary = train.train(c, progress=False)
+    entries = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    scores = [e for e in entries if "valid_dnsmos_ovr" in e]
+    assert len(scores) == 2 and all(1 <= e["valid_dnsmos_ovr"] <= 5 for e in scores)
+    assert summary.best_score == max(e["valid_dnsmos_ovr"] for e in scores)
+    assert json.loads((out / "config.json").read_text())["select"] == "dnsmos"
+    # with a paired valid set: both scores logged, DNSMOS chooses
+    c = _config(tiny_corpus, tmp_path / "paired", select="dnsmos", max_steps=10,
+                valid_every=10, valid_files=2, strategy="supervised")
+    train.train(c, progress=False)
+    entry = [json.loads(line) for line in (tmp_path / "paired" / "log.jsonl").read_text()
+             .splitlines() if "valid_sisnri" in line][-1]
+    assert "valid_dnsmos_ovr" in entry
+
+
+def test_selection_errors(tiny_corpus, tmp_path):
+    for kw, message in ((dict(select="sisnri", valid=str(tmp_path)), "paired --valid"),
+                        (dict(select="mixit", strategy="supervised"), "--strategy mixit"),
+                        (dict(select="best"), "select must be one of")):
+        with pytest.raises(ValueError, match=message):
+            resolve(_config(tiny_corpus, tmp_path / "r", **kw))
+    assert resolve(_config(tiny_corpus, tmp_path / "r")).config.select == "sisnri"
+    assert resolve(_config(tiny_corpus, tmp_path / "r", valid=None,
+                           data=str(tiny_corpus / "train" / "noisy"),
+                           noise=str(tiny_corpus / "train" / "noise"))).config.select == "none"

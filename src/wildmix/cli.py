@@ -92,7 +92,8 @@ def _adapt(args) -> int:
     from wildmix.train import train
 
     config = adapt_config(args.data, args.out, start=args.start, strategy=args.strategy,
-                          noise=args.noise, valid=args.valid, max_steps=args.max_steps,
+                          noise=args.noise, valid=args.valid, select=args.select,
+                          max_steps=args.max_steps,
                           max_minutes=args.max_minutes, lr=args.lr, seed=args.seed,
                           device=args.device)
     summary = train(config, progress=not args.no_progress)
@@ -266,6 +267,11 @@ def _add_train(commands) -> None:
     opt("--noise", "folder of noise-only clips, or 'auto' to find speech-free stretches in "
                    "--data with a VAD")
     opt("--valid", "validation folder: paired (noisy/, clean/) or unlabeled")
+    opt("--select", "what chooses best.pt: sisnri (paired --valid), dnsmos (label-free: "
+                    "DNSMOS of the speech output on --valid's recordings, or on files of "
+                    "--data held back from training), mixit (the MixIT loss), none (keep "
+                    "the last); auto: sisnri with a paired --valid, else mixit for MixIT, "
+                    "else none", choices=cf.SELECTIONS)
     opt("--clean", "clean references of --data, for --supervised")
     opt("--task", choices=cf.TASKS)
     opt("--strategy", "mixit (noisy recordings only), supervised (clean references), "
@@ -301,7 +307,7 @@ def _add_train(commands) -> None:
 
 
 def _add_adapt(commands) -> None:
-    from wildmix.config import ADAPT_STRATEGIES, adapt_config
+    from wildmix.config import ADAPT_STRATEGIES, SELECTIONS, adapt_config
 
     d = _defaults(adapt_config)
     ad = commands.add_parser(
@@ -323,6 +329,10 @@ def _add_adapt(commands) -> None:
     ad.add_argument("--valid", default=d["valid"],
                     help="optional paired folder (noisy/, clean/) to monitor and pick the "
                          "best checkpoint; without it the last is kept")
+    ad.add_argument("--select", choices=SELECTIONS, default=d["select"],
+                    help="what chooses best.pt; dnsmos needs no labels: DNSMOS of the "
+                         "output on recordings held back from --data (default: %(default)s:"
+                         " SI-SNRi with a paired --valid, else the last weights)")
     ad.add_argument("--max-steps", type=int, default=d["max_steps"],
                     help="step budget (default: %(default)s)")
     ad.add_argument("--max-minutes", type=float, default=d["max_minutes"],

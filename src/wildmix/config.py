@@ -23,6 +23,7 @@ PRESETS = ("tiny", "cpu", "gpu", "stream")  # the models' presets; a test holds 
 LOSSES = ("snr", "sisnr")
 SEARCHES = ("exact", "efficient")
 TEACHER_UPDATES = ("ema", "replace", "frozen")
+SELECTIONS = ("auto", "sisnri", "dnsmos", "mixit", "none")
 # what `wildmix evaluate` offers: wildmix.evaluate.BASELINES and ENHANCE_METRICS (a test
 # holds them equal); named here so that the command line need not import torch
 BASELINES = ("noisy", "spectral-gating", "spectral-gating-stationary", "nsnet2", "rnnoise")
@@ -74,6 +75,11 @@ class TrainConfig:
     valid_every: int = 250
     valid_mixtures: int = 64
     valid_files: int = 40
+    # what chooses best.pt: sisnri (a paired valid set), dnsmos (DNSMOS OVR of the speech
+    # output on the valid recordings, label-free; without --valid, on files of --data held
+    # back from training), mixit (the MixIT loss on held-out mixtures); auto: sisnri with a
+    # paired valid set, else mixit for MixIT, else none (the last weights are kept)
+    select: str = "auto"
     log_every: int = 25
     workers: int = 2
     seed: int = 0
@@ -197,6 +203,26 @@ def _fill_defaults(c: TrainConfig) -> None:
     c.augment_speed = tuple(c.augment_speed)
 
 
+def _selection(c: TrainConfig) -> str | None:
+    """The criterion that chooses best.pt (``c.select`` resolved), or None."""
+    from wildmix import corpus
+
+    paired = bool(c.valid) and corpus.paired_task(c.valid) == "enhance"
+    if c.select == "auto":
+        return "sisnri" if paired else ("mixit" if c.strategy == "mixit" and c.valid else None)
+    if c.select == "sisnri" and not paired:
+        raise ValueError("--select sisnri needs a paired --valid folder (noisy/, clean/)")
+    if c.select == "mixit" and not (c.strategy == "mixit" and c.valid):
+        raise ValueError("--select mixit needs --strategy mixit and a --valid folder")
+    if c.select == "none":
+        return None
+    if c.select == "dnsmos":
+        if c.task != "enhance":
+            raise ValueError("--select dnsmos scores speech: it is for --task enhance")
+        require("mos", EXTRAS["mos"], "--select dnsmos")
+    return c.select
+
+
 def _check_combination(c: TrainConfig) -> None:
     if c.augment and c.strategy != "supervised":
         raise ValueError("--augment changes clean speech: it is for --supervised training")
@@ -207,6 +233,9 @@ def _check_combination(c: TrainConfig) -> None:
                          "--noise auto (speech-free stretches found by a VAD)")
     if c.n_sources < 2:
         raise ValueError(f"n_sources must be at least 2, got {c.n_sources}")
+    if c.select not in SELECTIONS:
+        raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {c.select!r}")
+    c.select = _selection(c) or "none"
 
 
 def interval_steps(text: str, epoch_steps: int) -> int:
@@ -230,7 +259,8 @@ ADAPT_STRATEGIES = ("remixit", "mixit")
 
 
 def adapt_config(data: str, out: str, start: str = "default", strategy: str = "remixit",
-                 noise: str | None = None, valid: str | None = None, max_steps: int = 3000,
+                 noise: str | None = None, valid: str | None = None, select: str = "auto",
+                 max_steps: int = 3000,
                  max_minutes: float | None = 20.0, lr: float | None = None, seed: int = 0,
                  device: str | None = None) -> TrainConfig:
     """The training settings of ``wildmix adapt``: RemixIT from ``start`` (recordings only),
@@ -239,7 +269,7 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
     Raises:
         ValueError: an unknown strategy.
     """
-    common = dict(data=data, out=out, valid=valid, max_steps=max_steps,
+    common = dict(data=data, out=out, valid=valid, select=select, max_steps=max_steps,
                   max_minutes=max_minutes, seed=seed, device=device, task="enhance", lr=lr)
     if strategy == "remixit":
         if noise:

@@ -26,7 +26,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -93,15 +93,15 @@ def _run(plan: Plan, progress: bool) -> TrainSummary:
     if state.step >= c.max_steps:
         log.info("%s already finished (%d steps)", c.out, state.step)
         return TrainSummary(c.out, state.step, state.best, state.bad_total, None)
-    train_set, valid_mix, paired, seconds = datasets(c, c.max_steps * c.batch_size * world)
+    train_set, valid, seconds = datasets(c, c.max_steps * c.batch_size * world)
     epoch_steps = math.ceil(seconds / (c.segment_seconds * c.batch_size * world))
     strategy.start(model, state.strategy, epoch_steps)
     loader = make_loader(train_set, c, state.step, rank, world, device)
     if rank == 0:
         _write_json(Path(c.out) / "config.json", dataclasses.asdict(c))
     loop = Loop(c, model, opt, strategy, ckpt, state, device, world)
-    stopped = loop.run(loader, lambda: validate(model, valid_mix, paired, device, c.batch_size,
-                                                strategy, c.sample_rate), progress and rank == 0)
+    stopped = loop.run(loader, lambda: validate(model, valid, device, c.batch_size, strategy,
+                                                c.sample_rate), progress and rank == 0)
     return TrainSummary(c.out, loop.state.step, loop.state.best, loop.state.bad_total,
                         stopped, model)
 
@@ -201,32 +201,59 @@ class Checkpointer:
 # --- data ---------------------------------------------------------------------------------
 
 
+@dataclass
+class ValidSets:
+    """What validation scores: fixed MixIT mixtures, paired files, recordings for DNSMOS."""
+
+    mixtures: object = None  # a MixtureDataset
+    paired: list = field(default_factory=list)  # (noisy clip, clean clip)
+    recordings: list = field(default_factory=list)  # clips scored by DNSMOS (--select dnsmos)
+
+
 def datasets(c: TrainConfig, total_examples: int):
-    """Training dataset, fixed validation mixtures, paired validation files, and the
-    duration of the training recordings in seconds."""
-    train_set, recordings, noise_clips = _train_set(c, total_examples)
-    valid_mix, paired = _valid_sets(c, noise_clips)
-    return train_set, valid_mix, paired, sum(r.duration for r in recordings)
+    """Training dataset, the validation sets, and the duration of the training recordings
+    in seconds."""
+    train_set, recordings, noise_clips, held = _train_set(c, total_examples)
+    valid = _valid_sets(c, noise_clips)
+    if c.select == "dnsmos":
+        valid.recordings = held or [n for n, _ in valid.paired] or valid.recordings
+    return train_set, valid, sum(r.duration for r in recordings)
 
 
 def _train_set(c: TrainConfig, total_examples: int):
-    """``(dataset, recordings, noise clips or None)`` for the strategy."""
+    """``(dataset, recordings, noise clips or None, held-back recordings)`` for the
+    strategy."""
     if c.strategy == "supervised":
         pairs = wdata.paired_clips(c.data, c.clean)
         log.info("supervised training on %d noisy/clean pairs", len(pairs))
         return (wdata.PairedDataset(pairs, c.sample_rate, c.segment_seconds, total_examples,
                                     seed=c.seed, augment=c.augment, speed=c.augment_speed),
-                [n for n, _ in pairs], None)
+                [n for n, _ in pairs], None, [])
     index = wdata.index_folder(c.data)
     log.info("recordings %s: %s", c.data, index.summary())
+    clips, held = hold_back(index.clips, c.valid_files) if c.select == "dnsmos" and \
+        not c.valid else (index.clips, [])
+    if held:
+        log.info("%d recordings held back from training to choose best.pt by DNSMOS",
+                 len(held))
     if c.strategy == "remixit":  # the teacher supplies the noise: recordings only
-        return (wdata.RecordingDataset(index.clips, c.sample_rate, c.segment_seconds,
-                                       total_examples, seed=c.seed), index.clips, None)
+        return (wdata.RecordingDataset(clips, c.sample_rate, c.segment_seconds,
+                                       total_examples, seed=c.seed), clips, None, held)
     noise_clips = _noise_clips(c, index) if c.task == "enhance" else None
-    return (wdata.MixtureDataset(index.clips, noise_clips, c.sample_rate, c.segment_seconds,
+    return (wdata.MixtureDataset(clips, noise_clips, c.sample_rate, c.segment_seconds,
                                  total_examples, relative_gain_db=c.relative_gain_db,
                                  noise_augment=c.noise_augment, seed=c.seed),
-            index.clips, noise_clips)
+            clips, noise_clips, held)
+
+
+def hold_back(clips: list, most: int) -> tuple[list, list]:
+    """``(kept, held back)``: every k-th recording, at most ``most`` and a tenth of them."""
+    n = min(most, len(clips) // 10)
+    if n == 0:
+        return clips, []
+    held = clips[::len(clips) // n][:n]
+    chosen = {id(h) for h in held}
+    return [x for x in clips if id(x) not in chosen], held
 
 
 def _noise_clips(c: TrainConfig, index: wdata.Index) -> list[wdata.Clip]:
@@ -242,10 +269,11 @@ def _noise_clips(c: TrainConfig, index: wdata.Index) -> list[wdata.Clip]:
     return noise.clips
 
 
-def _valid_sets(c: TrainConfig, noise_clips):
-    """Fixed MixIT validation mixtures (MixIT only) and paired files (a paired folder)."""
+def _valid_sets(c: TrainConfig, noise_clips) -> ValidSets:
+    """Fixed MixIT validation mixtures (MixIT only), paired files (a paired folder), and
+    the valid recordings."""
     if not c.valid:
-        return None, []
+        return ValidSets()
     vroot, paired = Path(c.valid), []
     if corpus.paired_task(vroot) == "enhance":
         paired = wdata.paired_clips(vroot / "noisy", vroot / "clean")[: c.valid_files]
@@ -254,11 +282,12 @@ def _valid_sets(c: TrainConfig, noise_clips):
             noise_clips = wdata.index_folder(vroot / "noise").clips
     else:
         vrec = wdata.index_folder(vroot).clips
-    if c.strategy != "mixit":
-        return None, paired
-    return wdata.MixtureDataset(vrec, noise_clips if c.task == "enhance" else None,
-                                c.sample_rate, c.segment_seconds, c.valid_mixtures,
-                                seed=c.seed + 1), paired
+    valid = ValidSets(None, paired, vrec[:c.valid_files])
+    if c.strategy == "mixit":
+        valid.mixtures = wdata.MixtureDataset(
+            vrec, noise_clips if c.task == "enhance" else None, c.sample_rate,
+            c.segment_seconds, c.valid_mixtures, seed=c.seed + 1)
+    return valid
 
 
 class StepSampler(torch.utils.data.Sampler):
@@ -411,7 +440,7 @@ class Loop:
     def _validate(self, validate_fn, log_file) -> None:
         if self.ckpt.rank == 0:
             metrics = validate_fn()
-            score = score_of(metrics)
+            score = score_of(metrics, self.c.select)
             if score is not None and (self.state.best is None or score > self.state.best):
                 self.state.best = score
                 self._save("best", metrics)
@@ -501,42 +530,61 @@ class _Log:
 
 
 @torch.no_grad()
-def validate(model, valid_mix, paired, device, batch_size: int, strategy: Strategy,
+def validate(model, valid: ValidSets, device, batch_size: int, strategy: Strategy,
              sample_rate: int) -> dict:
     """MixIT loss on fixed held-out mixtures (``valid_mixit``); SI-SNR of output 0 on paired
     files and its improvement over the noisy input (``valid_sisnr(i)``), with
-    :func:`wildmix.evaluate.si_snr`."""
+    :func:`wildmix.evaluate.si_snr`; DNSMOS P.835 of output 0 on the valid recordings
+    (``valid_dnsmos_sig/bak/ovr``, label-free)."""
     model.eval()
     out = {}
-    if valid_mix is not None and isinstance(strategy, MixIT):
+    if valid.mixtures is not None and isinstance(strategy, MixIT):
         values = []
-        for start in range(0, len(valid_mix), batch_size):
-            batch = torch.stack([valid_mix[i] for i in
-                                 range(start, min(len(valid_mix), start + batch_size))])
+        for start in range(0, len(valid.mixtures), batch_size):
+            batch = torch.stack([valid.mixtures[i] for i in
+                                 range(start, min(len(valid.mixtures), start + batch_size))])
             batch = batch.to(device)
             values.append(strategy.mixit(batch, model(batch.sum(1)).float(), "none"))
         out["valid_mixit"] = float(torch.cat(values).mean())
-    if paired:
+    if valid.paired:
         est, noisy = [], []
-        for noisy_clip, clean_clip in paired:
+        for noisy_clip, clean_clip in valid.paired:
             x = wdata.audio.read(noisy_clip.path, sample_rate, check=False)
             ref = wdata.audio.read(clean_clip.path, sample_rate, check=False)
-            speech = model(torch.from_numpy(x).to(device)[None]).float()[0, 0].cpu().numpy()
-            est.append(evaluate.si_snr(speech, ref))
+            est.append(evaluate.si_snr(_speech(model, x, device), ref))
             noisy.append(evaluate.si_snr(x, ref))
         out["valid_sisnr"], out["valid_sisnr_noisy"] = float(np.mean(est)), float(np.mean(noisy))
         out["valid_sisnri"] = out["valid_sisnr"] - out["valid_sisnr_noisy"]
+    if valid.recordings:
+        out.update(_dnsmos(model, valid.recordings, device, sample_rate))
     model.train()
     return out
 
 
-def score_of(metrics: dict) -> float | None:
-    """Higher is better: SI-SNRi when a paired set is given, else minus the MixIT loss."""
-    if "valid_sisnri" in metrics:
-        return metrics["valid_sisnri"]
-    if "valid_mixit" in metrics:
-        return -metrics["valid_mixit"]
-    return None
+DNSMOS_SECONDS = 10.0  # of each valid recording scored by DNSMOS
+
+
+def _dnsmos(model, clips, device, sample_rate: int) -> dict:
+    from wildmix import mos
+
+    scores = []
+    for clip in clips:
+        frames = min(clip.frames, int(DNSMOS_SECONDS * clip.sample_rate))
+        x = wdata.audio.read(clip.path, sample_rate, clip.start, frames, check=False)
+        scores.append(mos.dnsmos(_speech(model, x, device), sample_rate))
+    return {f"valid_{m}": float(np.mean([s[m] for s in scores])) for m in mos.METRICS}
+
+
+def _speech(model, x: np.ndarray, device) -> np.ndarray:
+    return model(torch.from_numpy(x).to(device)[None]).float()[0, 0].cpu().numpy()
+
+
+def score_of(metrics: dict, select: str) -> float | None:
+    """Higher is better, by the run's criterion (:data:`wildmix.config.SELECTIONS`)."""
+    key = {"sisnri": "valid_sisnri", "dnsmos": "valid_dnsmos_ovr", "mixit": "valid_mixit"}
+    if key.get(select) not in metrics:
+        return None
+    return -metrics["valid_mixit"] if select == "mixit" else metrics[key[select]]
 
 
 def _write_json(path: Path, obj) -> None:
