@@ -11,8 +11,8 @@ RUN    ?= runs/demo
 # `wildmix adapt --help`), e.g. ADAPT_ARGS="--max-minutes 5"
 ADAPT_ARGS ?=
 
-.PHONY: install debs-tiny debs corpus test lint bench bench-quality bench-curve bench-reliability demo \
-	pretrained clean
+.PHONY: install debs-tiny debs corpus test lint bench bench-quality bench-curve bench-reliability \
+	bench-stream bench-adapt demo pretrained pretrained-causal clean
 
 install: $(STAMP)
 
@@ -79,6 +79,20 @@ pretrained: $(STAMP)
 	$(PY) -m wildmix export $(PRETRAINED_RUN)-real \
 		--out src/wildmix/weights/default.safetensors
 
+# the causal model of `wildmix stream` (src/wildmix/weights/causal.safetensors): the 'real'
+# corpus, supervised training with augmentation, stft/stream (20 ms window, 10 ms hop, no
+# look-ahead), seed 3, CAUSAL_STEPS steps of 8 x 4 s from scratch; about 45 minutes on 2 CPU
+# cores
+CAUSAL_STEPS ?= 16000
+pretrained-causal: $(STAMP)
+	scripts/install-debs.sh $(PY) real speech
+	test -f $(DATA)/corpus-real/manifest.jsonl || \
+		$(PY) -m wildmix corpus build $(DATA)/corpus-real --size real
+	$(PY) -m wildmix train --data $(DATA)/corpus-real --supervised --augment --preset stream \
+		--seed 3 --max-steps $(CAUSAL_STEPS) --valid-every 1000 --out $(PRETRAINED_RUN)-causal
+	$(PY) -m wildmix export $(PRETRAINED_RUN)-causal \
+		--out src/wildmix/weights/causal.safetensors
+
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 
@@ -108,6 +122,24 @@ bench-quality: $(STAMP) debs
 # unless every count that must be 0 is
 bench-reliability: $(STAMP)
 	$(PY) benchmarks/bench_reliability.py
+
+# streaming (a few minutes on 2 cores): latency and per-frame compute on one thread of the
+# causal model (torch and onnxruntime) and RNNoise, then the real-voice test split streamed
+# hop by hop, beside the offline shipped model, NSNet2 and RNNoise
+bench-stream: $(STAMP)
+	scripts/install-debs.sh $(PY) real speech
+	$(PY) benchmarks/bench_stream.py --real-data $(DATA)/corpus-real
+
+# slow (about 80 minutes on 2 cores): `wildmix adapt` from the shipped model, recordings only
+# (RemixIT, RemixIT with DNSMOS selection, MixIT with VAD noise) and with noise clips, on
+# real voices in new noise and on the small corpus, beside NSNet2 and RNNoise; then DNSMOS
+# against SI-SNRi over a run's validations. ADAPT_MINUTES: each adaptation's budget
+ADAPT_MINUTES ?= 8
+bench-adapt: $(STAMP)
+	scripts/install-debs.sh $(PY) real speech
+	scripts/install-debs.sh $(PY) small speech
+	$(PY) benchmarks/bench_adapt.py --minutes $(ADAPT_MINUTES) --real-data $(DATA)/corpus-real \
+		--small-data $(DATA)/corpus-small
 
 # slow: MixIT for QUALITY_MINUTES on the small corpus, valid SI-SNRi against time (PNG)
 QUALITY_MINUTES ?= 60
