@@ -15,9 +15,11 @@ Situations built like a user's:
 Methods, each starting from the shipped model with the same time budget (``--minutes``):
 `wildmix adapt` with RemixIT (recordings only, the default), with RemixIT choosing best.pt
 by DNSMOS on held-back recordings (recordings only, label-free), with MixIT and VAD-found
-noise (recordings only), and with MixIT and the noise clips. Beside them: the noisy input,
-the shipped model, NSNet2 and RNNoise. One table per situation (SI-SNRi, PESQ, ESTOI with
-95% CIs, then per voice), the issue's targets checked, and the rank correlation between
+noise (recordings only), with MixIT whose noise-only mixtures are the shipped model's noise
+estimates of the recordings (recordings only), and with MixIT and the noise clips. Beside
+them: the noisy input, the shipped model, NSNet2 and RNNoise. One table per situation
+(SI-SNRi, PESQ, ESTOI with 95% CIs, then per voice), the issue's targets checked, and the
+rank correlation between
 DNSMOS and SI-SNRi over the validations of a run that logs both (MixIT with the noise
 clips, validated every 250 steps on the 'real' corpus's paired valid split: real voices
 that are in neither the recordings nor the test set).
@@ -65,6 +67,7 @@ def methods(folder: Path, noise: Path, minutes: float) -> dict[str, list[str]]:
         "adapt-remixit": common,
         "adapt-remixit-dnsmos": [*common, "--select", "dnsmos"],
         "adapt-mixit-vad": [*common, "--strategy", "mixit", "--noise", "auto"],
+        "adapt-mixit-teacher": [*common, "--strategy", "mixit", "--noise", "teacher"],
         "adapt-mixit-noise": [*common, "--strategy", "mixit", "--noise", str(noise)],
     }
 
@@ -88,7 +91,8 @@ def check(name: str, summary: dict) -> None:
             for m, entry in summary.items()}
     start = mean["default"]
     print(f"\ntargets, {name}:")
-    for run in ("adapt-remixit", "adapt-remixit-dnsmos", "adapt-mixit-vad"):
+    for run in ("adapt-remixit", "adapt-remixit-dnsmos", "adapt-mixit-vad",
+                "adapt-mixit-teacher"):
         gain = mean[run]["si_snri"] - start["si_snri"]
         kept = all(mean[run][m] >= start[m] for m in ("pesq", "estoi"))
         ok = gain >= 1.5 and kept

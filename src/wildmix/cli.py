@@ -264,8 +264,9 @@ def _add_train(commands) -> None:
     tr.add_argument("--data", required=True,
                     help="folder of noisy recordings, or a built-in corpus folder")
     tr.add_argument("--out", required=True, help="run folder (checkpoints, log, config)")
-    opt("--noise", "folder of noise-only clips, or 'auto' to find speech-free stretches in "
-                   "--data with a VAD")
+    opt("--noise", "folder of noise-only clips, 'auto' to find speech-free stretches in "
+                   "--data with a VAD, or 'teacher' for the --init model's noise estimates "
+                   "of --data")
     opt("--valid", "validation folder: paired (noisy/, clean/) or unlabeled")
     opt("--select", "what chooses best.pt: sisnri (paired --valid), dnsmos (label-free: "
                     "DNSMOS of the speech output on --valid's recordings, or on files of "
@@ -324,8 +325,9 @@ def _add_adapt(commands) -> None:
                     help="remixit (recordings only) or mixit fine-tuning "
                          "(default: %(default)s)")
     ad.add_argument("--noise", default=d["noise"],
-                    help="mixit: folder of noise-only clips, or 'auto' (default) for "
-                         "speech-free stretches found by a VAD")
+                    help="mixit: folder of noise-only clips, 'auto' (default) for "
+                         "speech-free stretches found by a VAD, or 'teacher' for the starting "
+                         "model's noise estimates of your recordings")
     ad.add_argument("--valid", default=d["valid"],
                     help="optional paired folder (noisy/, clean/) to monitor and pick the "
                          "best checkpoint; without it the last is kept")

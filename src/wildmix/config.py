@@ -39,7 +39,9 @@ class TrainConfig:
 
     data: str = ""
     out: str = "runs/run"
-    noise: str | None = None  # folder of noise-only clips, "auto" (VAD), or None
+    # folder of noise-only clips, "auto" (VAD), "teacher" (the init model's noise estimates
+    # of the recordings), or None
+    noise: str | None = None
     valid: str | None = None  # paired folder (noisy/, clean/) or unlabeled recordings
     clean: str | None = None  # clean references of --data, for the supervised strategy
     task: str = "enhance"  # enhance | separate
@@ -229,8 +231,12 @@ def _check_combination(c: TrainConfig) -> None:
     if c.strategy == "supervised" and not c.clean:
         raise ValueError("the supervised strategy needs clean references (--clean DIR)")
     if c.task == "enhance" and c.strategy == "mixit" and c.noise is None:
-        raise ValueError("enhancement with MixIT needs noise-only clips: --noise DIR or "
-                         "--noise auto (speech-free stretches found by a VAD)")
+        raise ValueError("enhancement with MixIT needs noise-only clips: --noise DIR, "
+                         "--noise auto (speech-free stretches found by a VAD) or --noise "
+                         "teacher (the --init model's noise estimates of the recordings)")
+    if c.noise == "teacher" and not (c.init and c.strategy == "mixit"):
+        raise ValueError("--noise teacher takes the noise estimates of the --init model: "
+                         "it needs --init and --strategy mixit")
     if c.n_sources < 2:
         raise ValueError(f"n_sources must be at least 2, got {c.n_sources}")
     if c.select not in SELECTIONS:

@@ -257,6 +257,10 @@ def hold_back(clips: list, most: int) -> tuple[list, list]:
 
 
 def _noise_clips(c: TrainConfig, index: wdata.Index) -> list[wdata.Clip]:
+    if c.noise == "teacher":
+        noise = teacher_noise(c.init, index.clips, Path(c.out) / "teacher-noise", c.device)
+        log.info("noise estimated by %s: %s", c.init, noise.summary())
+        return noise.clips
     if c.noise == "auto":
         noise = wdata.harvest_noise(index)
         if not noise.clips:
@@ -267,6 +271,24 @@ def _noise_clips(c: TrainConfig, index: wdata.Index) -> list[wdata.Clip]:
     noise = wdata.index_folder(c.noise)
     log.info("noise %s: %s", c.noise, noise.summary())
     return noise.clips
+
+
+def teacher_noise(model: str, clips: list, folder: Path, device=None) -> wdata.Index:
+    """Noise-only clips from recordings alone: ``model``'s noise estimate (the sum of its
+    outputs 1..M-1) of every recording, written once into ``folder`` (a resumed run finds
+    them there)."""
+    from wildmix.enhance import Enhancer, enhance_files
+
+    done = folder / ".complete"
+    if not done.exists() and distributed()[0] == 0:
+        enhancer = Enhancer.from_checkpoint(model, device=device)
+        jobs = [(Path(clip.path), {"noise": folder / f"{i:05d}.wav"})
+                for i, clip in enumerate(clips)]
+        enhance_files(enhancer, jobs, progress=False)
+        done.touch()
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return wdata.index_folder(folder)
 
 
 def _valid_sets(c: TrainConfig, noise_clips) -> ValidSets:
