@@ -15,6 +15,7 @@ from wildmix import audio, models, stream
 from wildmix.cli import main
 
 TEST_AUDIO = Path(__file__).parent / "data"
+_find_spec = importlib.util.find_spec
 needs_onnx = pytest.mark.skipif(
     not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")),
     reason="the onnx extra is not installed (make install)")
@@ -209,3 +210,45 @@ def test_pipe_function_on_byte_streams():
     y = np.frombuffer(out.getvalue(), "<i2").astype(np.float32) / 32768
     assert n == len(x) == len(y)
     assert np.abs(y - _offline(model, pcm.astype(np.float32) / 32768)).max() < 2 / 32768
+
+
+def test_soundcard_mode_feeds_the_streamer_block_by_block(tmp_path, monkeypatch, capsys):
+    """A stand-in for sounddevice: its stream calls back with hop-sized blocks, as PortAudio
+    does; the output blocks are the streamer's. Without the package: one line."""
+    import types
+
+    model = _model(seed=5)
+    x = _speech(0.5)
+    played = []
+
+    class FakeStream:
+        def __init__(self, samplerate, blocksize, channels, dtype, device, callback, latency):
+            assert (samplerate, channels, dtype) == (16000, 1, "float32")
+            self.blocksize, self.callback = blocksize, callback
+
+        def __enter__(self):
+            for s in range(0, len(x) - self.blocksize + 1, self.blocksize):
+                out = np.zeros((self.blocksize, 1), np.float32)
+                self.callback(x[s:s + self.blocksize, None], out, self.blocksize, None, None)
+                played.append(out[:, 0].copy())
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    fake = types.SimpleNamespace(Stream=FakeStream, sleep=lambda ms: None)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    streamer = stream.Streamer(model, 16000)
+    stream.stream_soundcard(streamer, seconds=0.5)
+    n = len(played) * model.hop
+    expected = _offline(model, x[:n])
+    got = np.concatenate(played)[streamer.latency:]
+    assert _relative_error(got, expected[:len(got)]) < 1e-5
+
+    ckpt = _save(model, tmp_path / "causal.pt")
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "sounddevice" else _find_spec(name, *a))
+    assert main(["stream", "--model", str(ckpt), "--soundcard"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install 'wildmix[live]'" in err and len(err.splitlines()) == 1
+
