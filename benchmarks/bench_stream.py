@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import statistics
 import sys
 import tempfile
@@ -72,7 +73,7 @@ def _rnnoise_frames(x16: np.ndarray) -> tuple[list[float], float]:
     return times, frame / peers.RNNOISE_RATE
 
 
-def speed(model: str, seconds: float) -> None:
+def speed(model: str, seconds: float) -> list[tuple[str, bool]]:
     torch.set_num_threads(1)
     x = _speech(seconds)
     rows = []
@@ -90,14 +91,21 @@ def speed(model: str, seconds: float) -> None:
     print("| system | algorithmic latency ms | frame ms | per-frame median ms | "
           "99th percentile ms | RTF (median) | 99th percentile under the frame |")
     print("|---|---|---|---|---|---|---|")
+    checks = []
     for name, latency, times, frame_s in rows:
         median, p99 = statistics.median(times), float(np.percentile(times, 99))
         print(f"| {name} | {latency:.1f} | {1000 * frame_s:.0f} | {1000 * median:.3f} | "
               f"{1000 * p99:.3f} | {median / frame_s:.4f} | {'yes' if p99 < frame_s else 'NO'} "
               "|")
+        if name.startswith("wildmix"):
+            checks += [(f"{name}: latency {latency:.1f} ms <= 20", latency <= 20.0),
+                       (f"{name}: RTF {median / frame_s:.4f} <= 0.1, 99th percentile frame "
+                        "under the hop", median / frame_s <= 0.1 and p99 < frame_s)]
+    return checks
 
 
-def quality(model: str, data: Path, report: Path, limit: int | None) -> None:
+def quality(model: str, data: Path, report: Path, limit: int | None
+            ) -> list[tuple[str, bool]]:
     if not (data / "manifest.jsonl").exists():
         cli_main(["corpus", "build", str(data), "--size", "real"])
     files = sorted((data / "test" / "noisy").glob("*.wav"))[:limit]
@@ -116,6 +124,10 @@ def quality(model: str, data: Path, report: Path, limit: int | None) -> None:
         if cli_main(argv + (["--limit", str(limit)] if limit else [])):
             raise SystemExit("evaluate failed")
     per_voice_ci(data, report)
+    summary = json.loads((report / "results.json").read_text())["summary"]
+    ours, rnnoise = summary[streamed.name], summary["rnnoise"]
+    return [(f"{streamed.name} {m} {ours[m]['mean']:.3f} >= RNNoise {rnnoise[m]['mean']:.3f}",
+             ours[m]["mean"] >= rnnoise[m]["mean"]) for m in ("si_snri", "pesq", "estoi")]
 
 
 def main(argv=None) -> None:
@@ -128,9 +140,12 @@ def main(argv=None) -> None:
     parser.add_argument("--limit", type=int, help="only the first N test files")
     parser.add_argument("--speed-only", action="store_true")
     args = parser.parse_args(argv)
-    speed(args.model, args.seconds)
+    checks = speed(args.model, args.seconds)
     if not args.speed_only:
-        quality(args.model, Path(args.real_data), Path(args.report), args.limit)
+        checks += quality(args.model, Path(args.real_data), Path(args.report), args.limit)
+    print("\ntargets")
+    for text, ok in checks:
+        print(f"  {'met ' if ok else 'MISSED'}  {text}")
 
 
 if __name__ == "__main__":
