@@ -280,3 +280,28 @@ def test_overflowing_input():
     s[0, 0, 3] = 1e30  # finite, but its float32 energy is not
     with pytest.raises(ValueError, match="too large"):
         mixit_loss(x, s)
+
+
+@pytest.mark.parametrize("loss", ["snr", "sisnr"])
+@pytest.mark.parametrize("n_ref,n_src", [(1, 3), (2, 2), (3, 4), (4, 8)])
+def test_pit_matches_brute_force_over_every_assignment(loss, n_ref, n_src):
+    import itertools
+
+    from wildmix.losses import neg_sisnr, neg_snr
+    from wildmix.mixit import pit_loss
+
+    torch.manual_seed(n_ref * 10 + n_src)
+    refs = torch.randn(5, n_ref, 400, dtype=torch.float64)
+    est = torch.randn(5, n_src, 400, dtype=torch.float64)
+    est[:, :n_ref] += 2.0 * refs[:, torch.randperm(n_ref)]  # a true match to find
+    est.requires_grad_(True)
+    fn = neg_snr if loss == "snr" else neg_sisnr
+    result = pit_loss(refs, est, loss=loss, reduction="none")
+    for b in range(5):
+        best = min((sum(float(fn(est[b, p[r]], refs[b, r])) for r in range(n_ref)), p)
+                   for p in itertools.permutations(range(n_src), n_ref))
+        assert float(result.loss[b]) == pytest.approx(best[0], abs=1e-6)
+        assert result.mixing[b].argmax(-1).tolist() == list(best[1])
+    assert (result.mixing.sum(-1) == 1).all() and (result.mixing.sum(-2) <= 1).all()
+    result.loss.sum().backward()
+    assert est.grad is not None and torch.isfinite(est.grad).all()

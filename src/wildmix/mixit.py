@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
@@ -31,7 +32,7 @@ from wildmix.losses import neg_sisnr, neg_sisnr_from_stats, neg_snr, neg_snr_fro
 from wildmix.models.consistency import mixture_consistency  # re-exported: part of the API
 
 __all__ = ["MixITResult", "constraint", "enhancement_constraint", "mixit_loss",
-           "mixture_consistency"]
+           "mixture_consistency", "pit_loss"]
 
 MAX_CANDIDATES = 2**20  # N^M above this: use search="efficient"
 _CHUNK_ELEMENTS = 2**22  # bound on one float64 block of candidate scores
@@ -133,6 +134,64 @@ def mixit_loss(
     per_mixture = score(remixed, mixtures)  # (B, N)
     per_example = per_mixture.sum(-1)  # (B,)
     return MixITResult(per_example.mean() if reduction == "mean" else per_example, mixing)
+
+
+def pit_loss(
+    references: torch.Tensor,
+    estimates: torch.Tensor,
+    loss: str = "snr",
+    snr_max: float | None = 30.0,
+    reduction: str = "mean",
+) -> MixITResult:
+    """Permutation-invariant training loss: the supervised reference of MixIT.
+
+    Each of the R references gets its own estimate (M >= R; unmatched estimates are free),
+    the assignment with the lowest total loss. The R x M pairwise losses come from the same
+    Gram statistics as MixIT's search (``|y_r|^2``, ``<y_r, s_m>``, ``|s_m|^2``), every
+    one-to-one assignment is scored from them without gradients, and the chosen one is
+    scored on the waveforms with gradients.
+
+    Args:
+        references: ``(B, R, T)`` reference sources.
+        estimates: ``(B, M, T)``, ``M >= R``.
+        loss: ``"snr"`` (soft-thresholded at ``snr_max``) or ``"sisnr"``.
+        reduction: ``"mean"`` over the batch, or ``"none"`` for ``(B,)``.
+    Returns:
+        ``MixITResult(loss, mixing)``: the sum over the references, and the assignment as a
+        ``(B, R, M)`` matrix with one 1 per row and at most one per column.
+    """
+    kind = _loss_kind(loss)
+    if callable(kind):
+        raise ValueError("pit_loss takes loss='snr' or 'sisnr'")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    _check_inputs(references, estimates, None, least=1, what="references")
+    n_ref, n_src = references.shape[1], estimates.shape[1]
+    energy, cross, gram = _gram(references, estimates, zero_mean=kind == "sisnr")
+    _check_finite(references, estimates, (energy, cross, gram))
+    ref = energy[:, :, None]  # (B, R, 1)
+    est = gram.diagonal(dim1=-2, dim2=-1)[:, None, :]  # (B, 1, M)
+    if kind == "snr":
+        pairs = neg_snr_from_stats(ref, (ref - 2.0 * cross + est).clamp_min(0.0), snr_max)
+    else:
+        pairs = neg_sisnr_from_stats(ref, est, cross)  # (B, R, M)
+    perms = _injections(n_ref, n_src, str(estimates.device))  # (K, R)
+    total = pairs[:, torch.arange(n_ref, device=perms.device), perms].sum(-1)  # (B, K)
+    choice = perms[total.argmin(-1)]  # (B, R)
+    mixing = torch.nn.functional.one_hot(choice, n_src).to(estimates.dtype)  # (B, R, M)
+    per_example = _scorer(kind, snr_max)(mixing @ estimates, references).sum(-1)  # (B,)
+    return MixITResult(per_example.mean() if reduction == "mean" else per_example, mixing)
+
+
+@functools.lru_cache(maxsize=32)
+def _injections(n_ref: int, n_src: int, device: str) -> torch.Tensor:
+    """Every one-to-one assignment of ``n_ref`` references to ``n_src`` outputs, (K, R)."""
+    count = math.perm(n_src, n_ref)
+    if count > MAX_CANDIDATES:
+        raise ValueError(f"PIT over {count} assignments (R={n_ref}, M={n_src}) is too large "
+                         f"(limit {MAX_CANDIDATES})")
+    return torch.tensor(list(itertools.permutations(range(n_src), n_ref)), dtype=torch.long,
+                        device=device)
 
 
 # --- search ---------------------------------------------------------------------------
@@ -299,9 +358,11 @@ def _check_finite(mixtures, estimates, stats) -> None:
                      f"{energy.dtype}")
 
 
-def _check_inputs(mixtures, estimates, allowed) -> torch.Tensor:
-    """Validate shapes and values; return ``allowed`` as ``(B, N, M)`` bool."""
-    for name, t in (("mixtures", mixtures), ("estimates", estimates)):
+def _check_inputs(mixtures, estimates, allowed, least: int = 2, what: str = "mixtures"
+                  ) -> torch.Tensor:
+    """Validate shapes and values; return ``allowed`` as ``(B, N, M)`` bool. ``least``:
+    the fewest mixtures (or, for PIT, references) allowed."""
+    for name, t in ((what, mixtures), ("estimates", estimates)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 3:
@@ -311,13 +372,13 @@ def _check_inputs(mixtures, estimates, allowed) -> torch.Tensor:
             raise ValueError(f"{name} must be floating point, got {t.dtype}")
     (b_x, n_mix, t_x), (b_s, n_src, t_s) = mixtures.shape, estimates.shape
     if b_x != b_s:
-        raise ValueError(f"batch sizes differ: mixtures {b_x}, estimates {b_s}")
+        raise ValueError(f"batch sizes differ: {what} {b_x}, estimates {b_s}")
     if t_x != t_s:
-        raise ValueError(f"lengths differ: mixtures {t_x} samples, estimates {t_s} samples")
-    if n_mix < 2:
+        raise ValueError(f"lengths differ: {what} {t_x} samples, estimates {t_s} samples")
+    if n_mix < least:
         raise ValueError(f"MixIT needs at least 2 mixtures, got N={n_mix}")
     if n_mix > n_src:
-        raise ValueError(f"more mixtures than estimated sources: N={n_mix} > M={n_src}")
+        raise ValueError(f"more {what} than estimated sources: N={n_mix} > M={n_src}")
     if allowed is None:
         return torch.ones(b_x, n_mix, n_src, dtype=torch.bool, device=estimates.device)
     allowed = torch.as_tensor(allowed, device=estimates.device)
