@@ -69,3 +69,40 @@ def test_file_streaming_matches_arrays(tmp_path):
     np.testing.assert_allclose(y, enhancer.enhance(x.T, 44100).T, atol=1e-6)
     np.testing.assert_allclose((y + n)[50:-50], x[50:-50], atol=1e-2)  # resampler edges
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_separate_command_writes_one_folder_per_input_and_drops_silent_outputs(tmp_path,
+                                                                                capsys):
+    """A stand-in separation model whose outputs are known: the input, half of it, and
+    silence; the silent one is dropped, the others written as NAME/sK.wav at any length."""
+    import soundfile as sf
+    import torch
+
+    from wildmix import models
+    from wildmix.cli import main
+
+    args = models.model_args("stft", "tiny", n_sources=3)
+    model = models.build("stft", args)
+    with torch.no_grad():  # masks: output 0 and 1 share the mixture, output 2 gets nothing
+        model.out.weight.zero_()
+        model.out.bias.copy_(torch.cat([torch.zeros(2 * 129), torch.full((129,), -60.0)]))
+    ckpt = tmp_path / "sep.pt"
+    models.save_checkpoint(ckpt, model_name="stft", model_args=args, task="separate",
+                           state_dict=model.state_dict(), sample_rate=16000)
+    rng = np.random.default_rng(0)
+    (tmp_path / "in").mkdir()
+    for name, seconds in (("a", 1.5), ("b", 25.0)):  # b: several blocks
+        sf.write(tmp_path / "in" / f"{name}.wav",
+                 0.1 * rng.standard_normal(int(seconds * 16000)).astype(np.float32), 16000)
+    assert main(["separate", "--model", str(ckpt), str(tmp_path / "in"), "--out",
+                 str(tmp_path / "out"), "--no-progress"]) == 0
+    assert "2 silent outputs dropped" in capsys.readouterr().out
+    for name in ("a", "b"):
+        assert sorted(p.name for p in (tmp_path / "out" / name).iterdir()) == ["s0.wav",
+                                                                              "s1.wav"]
+        x, _ = sf.read(tmp_path / "in" / f"{name}.wav")
+        y, _ = sf.read(tmp_path / "out" / name / "s0.wav")
+        assert len(y) == len(x) and np.allclose(y, 0.5 * x, atol=1e-3)
+    rc = main(["separate", str(tmp_path / "in"), "--out", str(tmp_path / "o2")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "needs a separation model" in err and len(err.strip().splitlines()) == 1

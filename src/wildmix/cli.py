@@ -87,6 +87,32 @@ def _enhance(args) -> int:
     return 1 if failed else 0
 
 
+def _separate(args) -> int:
+    from wildmix import enhance
+    from wildmix.lock import folder_lock
+
+    model, inputs = enhance.model_and_inputs(args.model, args.paths)
+    if model == "default" and not args.model:
+        raise ValueError("wildmix separate needs a separation model: --model RUN (train one "
+                         "with wildmix train --task separate)")
+    enhancer = enhance.Enhancer.from_checkpoint(model, task="separate",
+                                                chunk_seconds=args.chunk_seconds,
+                                                device=args.device)
+    dropped = 0
+    with folder_lock(args.out, "separate"):
+        jobs = enhance.plan_jobs(inputs, args.out, "separate", enhancer.n_sources,
+                                 folders=True)
+        failed = enhance.enhance_files(enhancer, jobs, progress=not args.no_progress)
+        if not args.keep_silent:
+            for src, outputs in jobs:
+                if all(p.exists() for p in outputs.values()):
+                    dropped += len(enhance.drop_silent(src, outputs, args.silence_db))
+    print(f"separated {len(jobs) - failed} of {len(jobs)} files into {args.out} "
+          f"(NAME/s0.wav ... s{enhancer.n_sources - 1}.wav), {dropped} silent outputs dropped"
+          + (f"; {failed} skipped (see warnings)" if failed else ""))
+    return 1 if failed else 0
+
+
 def _adapt(args) -> int:
     from wildmix.config import adapt_config
     from wildmix.train import train
@@ -184,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (_add_corpus, _add_data, _add_train, _add_adapt, _add_export, _add_enhance,
-                _add_stream, _add_score, _add_evaluate):
+                _add_separate, _add_stream, _add_score, _add_evaluate):
         add(commands)
     return parser
 
@@ -359,6 +385,32 @@ def _add_export(commands) -> None:
     ex.set_defaults(func=_export)
 
 
+def _add_separate(commands) -> None:
+    from wildmix.config import CHUNK_SECONDS
+
+    se = commands.add_parser(
+        "separate", help="separate sounds: every output of a separation model, one folder "
+                         "per input file",
+        description="wildmix separate [RUN] INPUT... --out DIR writes DIR/NAME/s0.wav ... "
+                    "sM-1.wav for each input (any length, in blocks) and drops the silent "
+                    "outputs.")
+    se.add_argument("paths", nargs="+", metavar="[RUN] INPUT",
+                    help="a run folder or checkpoint (or --model), then audio files or "
+                         "folders")
+    se.add_argument("--model", help="separation run folder or checkpoint")
+    se.add_argument("--out", required=True, help="output folder (inputs are never "
+                                                 "overwritten)")
+    se.add_argument("--silence-db", type=float, default=-40.0,
+                    help="drop outputs this far below the input's energy (default: "
+                         "%(default)s dB)")
+    se.add_argument("--keep-silent", action="store_true", help="keep every output")
+    se.add_argument("--chunk-seconds", type=float, default=CHUNK_SECONDS,
+                    help="block length in seconds (default: %(default)s)")
+    se.add_argument("--device")
+    se.add_argument("--no-progress", action="store_true")
+    se.set_defaults(func=_separate)
+
+
 def _add_stream(commands) -> None:
     from wildmix.config import STREAM_ENGINES, STREAM_MODEL
 
@@ -455,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
 
     expected = (AudioError, CorpusError, DataError, LockError, MissingExtra,
                 FileNotFoundError, FileExistsError)
-    if args.command in ("train", "adapt", "export", "enhance", "score", "evaluate", "stream"):
+    if args.command in ("train", "adapt", "export", "enhance", "separate", "score", "evaluate",
+                        "stream"):
         from wildmix.models import CheckpointError
         from wildmix.train import TrainingError
 

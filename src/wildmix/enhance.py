@@ -46,10 +46,11 @@ class Enhancer:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs) -> Enhancer:
-        """Load ``best.pt`` (else ``last.pt``) of a run folder, or a checkpoint file."""
+        """Load ``best.pt`` (else ``last.pt``) of a run folder, or a checkpoint file; the
+        task is the checkpoint's unless given."""
         ckpt = models.load_checkpoint(path)
-        return cls(models.from_checkpoint(ckpt), ckpt["sample_rate"],
-                   task=ckpt.get("task", "enhance"), **kwargs)
+        kwargs.setdefault("task", ckpt.get("task", "enhance"))
+        return cls(models.from_checkpoint(ckpt), ckpt["sample_rate"], **kwargs)
 
     @classmethod
     def default(cls, **kwargs) -> Enhancer:
@@ -216,9 +217,11 @@ def model_and_inputs(model: str | None, paths: list[str]) -> tuple[str, list[str
 
 
 def plan_jobs(inputs: list[str], out: str | os.PathLike, task: str, n_sources: int,
-              write_noise: bool = False) -> list[tuple[Path, dict[str, Path]]]:
+              write_noise: bool = False, folders: bool = False
+              ) -> list[tuple[Path, dict[str, Path]]]:
     """``(source, {output kind: path})`` for every audio file of ``inputs`` (files or folder
-    trees, whose layout ``out`` mirrors).
+    trees, whose layout ``out`` mirrors). ``folders``: separated outputs as ``NAME/sK.wav``
+    rather than ``NAME_sK.wav``.
 
     Raises:
         FileNotFoundError: a missing input, or no audio at all.
@@ -239,7 +242,8 @@ def plan_jobs(inputs: list[str], out: str | os.PathLike, task: str, n_sources: i
     jobs = []
     for src, stem in sources:
         if task == "separate":
-            outputs = {f"s{m}": out / f"{stem}_s{m}.wav" for m in range(n_sources)}
+            outputs = {f"s{m}": (out / stem / f"s{m}.wav" if folders else
+                                 out / f"{stem}_s{m}.wav") for m in range(n_sources)}
         else:
             outputs = {"speech": out / f"{stem}.wav"}
             if write_noise:
@@ -266,3 +270,21 @@ def enhance_files(enhancer: Enhancer, jobs: list[tuple[Path, dict[str, Path]]],
             failed += 1
             log.warning("skipping %s", e)
     return failed
+
+
+def drop_silent(src: str | os.PathLike, outputs: dict[str, Path], silence_db: float
+                ) -> list[Path]:
+    """Delete the outputs whose energy is more than ``-silence_db`` dB below the input's
+    (read block by block: any length). Returns the deleted paths."""
+    energy = {key: _energy(path) for key, path in outputs.items()}
+    floor = _energy(src) * 10.0 ** (silence_db / 10.0)
+    dropped = [path for key, path in outputs.items() if energy[key] <= floor]
+    for path in dropped:
+        path.unlink()
+    return dropped
+
+
+def _energy(path: str | os.PathLike) -> float:
+    with sf.SoundFile(str(path)) as f:
+        return float(sum(np.square(block, dtype=np.float64).sum()
+                         for block in f.blocks(65536, dtype="float32", always_2d=True)))
