@@ -103,6 +103,7 @@ bench: $(STAMP) debs
 	$(PY) benchmarks/bench_mixit.py
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_enhance.py
+	$(PY) benchmarks/bench_stream.py --speed-only
 
 # slow (about an hour on 2 cores): MixIT, supervised, RemixIT (from MixIT and across a
 # domain shift) on the same budget, the shipped model and its `wildmix adapt`, evaluated with

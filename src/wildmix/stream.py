@@ -69,18 +69,20 @@ class StreamStep(nn.Module):
         n, bins = model.n_fft, model.n_fft // 2 + 1
         eye = torch.eye(n, dtype=torch.float64)
         spectrum = torch.fft.rfft(eye)  # row i: the rfft of a unit impulse at i
-        self.register_buffer("analysis", torch.cat([spectrum.real, spectrum.imag], 1).float())
+        dtype = model.window.dtype  # computed in float64, kept in the model's precision
+        self.register_buffer("analysis", torch.cat([spectrum.real, spectrum.imag], 1).to(dtype))
         kbins = torch.eye(bins, dtype=torch.complex128)
         synthesis = torch.cat([torch.fft.irfft(kbins, n), torch.fft.irfft(1j * kbins, n)])
-        self.register_buffer("synthesis", synthesis.float())  # (2K, N)
+        self.register_buffer("synthesis", synthesis.to(dtype))  # (2K, N)
         self.pads = [block.pad for block in model.net]
         self.dilations = [block.depthwise.dilation[0] for block in model.net]
 
     def initial_state(self) -> tuple[torch.Tensor, ...]:
         m = self.model
-        rest = m.n_fft - m.hop
-        return (torch.zeros(rest), torch.zeros(2), torch.zeros(m.inp.out_channels,
-                sum(self.pads)), torch.zeros(rest), torch.zeros(rest))
+        rest, like = m.n_fft - m.hop, {"dtype": m.window.dtype}
+        return (torch.zeros(rest, **like), torch.zeros(2, **like),
+                torch.zeros(m.inp.out_channels, sum(self.pads), **like),
+                torch.zeros(rest, **like), torch.zeros(rest, **like))
 
     def forward(self, x, frame, level, conv, ola, envelope):
         m = self.model
