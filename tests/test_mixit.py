@@ -298,7 +298,7 @@ def test_pit_matches_brute_force_over_every_assignment(loss, n_ref, n_src):
     fn = neg_snr if loss == "snr" else neg_sisnr
     result = pit_loss(refs, est, loss=loss, reduction="none")
     for b in range(5):
-        best = min((sum(float(fn(est[b, p[r]], refs[b, r])) for r in range(n_ref)), p)
+        best = min((sum(float(fn(est[b, p[r]].detach(), refs[b, r])) for r in range(n_ref)), p)
                    for p in itertools.permutations(range(n_src), n_ref))
         assert float(result.loss[b]) == pytest.approx(best[0], abs=1e-6)
         assert result.mixing[b].argmax(-1).tolist() == list(best[1])
