@@ -386,8 +386,6 @@ def _add_export(commands) -> None:
 
 
 def _add_separate(commands) -> None:
-    from wildmix.config import CHUNK_SECONDS
-
     se = commands.add_parser(
         "separate", help="separate sounds: every output of a separation model, one folder "
                          "per input file",
@@ -404,11 +402,18 @@ def _add_separate(commands) -> None:
                     help="drop outputs this far below the input's energy (default: "
                          "%(default)s dB)")
     se.add_argument("--keep-silent", action="store_true", help="keep every output")
-    se.add_argument("--chunk-seconds", type=float, default=CHUNK_SECONDS,
-                    help="block length in seconds (default: %(default)s)")
-    se.add_argument("--device")
-    se.add_argument("--no-progress", action="store_true")
+    _add_block_options(se)
     se.set_defaults(func=_separate)
+
+
+def _add_block_options(parser) -> None:
+    """What enhance and separate share: the Enhancer's blocks, the device, the bar."""
+    from wildmix.config import CHUNK_SECONDS
+
+    parser.add_argument("--chunk-seconds", type=float, default=CHUNK_SECONDS,
+                        help="block length in seconds (default: %(default)s)")
+    parser.add_argument("--device")
+    parser.add_argument("--no-progress", action="store_true")
 
 
 def _add_stream(commands) -> None:
@@ -439,7 +444,7 @@ def _add_stream(commands) -> None:
 
 
 def _add_enhance(commands) -> None:
-    from wildmix.config import CHUNK_SECONDS, TASKS
+    from wildmix.config import TASKS
 
     en = commands.add_parser(
         "enhance", help="enhance (or separate) audio files; the shipped model by default",
@@ -453,10 +458,7 @@ def _add_enhance(commands) -> None:
     en.add_argument("--task", choices=TASKS,
                     help="separate: write every output (default: the model's task)")
     en.add_argument("--write-noise", action="store_true", help="also write NAME_noise.wav")
-    en.add_argument("--chunk-seconds", type=float, default=CHUNK_SECONDS,
-                    help="block length in seconds (default: %(default)s)")
-    en.add_argument("--device")
-    en.add_argument("--no-progress", action="store_true")
+    _add_block_options(en)
     en.set_defaults(func=_enhance)
 
 
