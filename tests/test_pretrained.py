@@ -194,3 +194,23 @@ def test_shipped_causal_model_streams_and_enhances(tiny_corpus, offline):
         gains.append(float(losses.sisnr(torch.from_numpy(out), ref)
                            - losses.sisnr(torch.from_numpy(noisy), ref)))
     assert np.mean(gains) > 3.0
+
+
+def test_fine_tuning_keeps_the_starting_weights_when_they_stay_best(tiny_corpus, tmp_path):
+    """The starting weights (the shipped model) are validated at step 0: a run that only
+    makes them worse (a learning rate far too high) leaves them as best.pt."""
+    model = models.from_checkpoint(models.load_checkpoint("default"))
+    c = train.TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "ft"), init="default",
+                          preset="cpu", max_steps=4, lr=5.0, warmup_steps=1, batch_size=2,
+                          segment_seconds=1.0, workers=0, valid_files=3, valid_mixtures=2,
+                          valid_every=2, strategy="supervised")
+    summary = train.train(c, progress=False)
+    entries = [json.loads(line) for line in (tmp_path / "ft" / "log.jsonl").read_text()
+               .splitlines()]
+    scores = {e["step"]: e["valid_sisnri"] for e in entries if "valid_sisnri" in e}
+    assert set(scores) == {0, 2, 4}
+    assert summary.best_score == max(scores.values())
+    assert scores[0] > max(scores[2], scores[4])  # lr 5 wrecks the model
+    best = models.load_checkpoint(tmp_path / "ft" / "best.pt")
+    for k, v in model.state_dict().items():  # so the starting weights are kept
+        torch.testing.assert_close(best["state_dict"][k], v, atol=1e-6, rtol=0)

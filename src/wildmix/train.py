@@ -383,6 +383,11 @@ class Loop:
             if self.ckpt.rank == 0 else None
         with _signals_to(self), log_file or contextlib.nullcontext():
             try:
+                if self.state.step == 0 and (self.c.init or self.c.teacher) and \
+                        self.c.select != "none":
+                    # the starting weights are a candidate: fine-tuning never ends worse
+                    # than where it began, by the run's criterion
+                    self._validate(validate_fn, log_file)
                 for batch in loader:
                     stopped = self._should_stop()
                     if stopped:
