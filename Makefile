@@ -135,7 +135,7 @@ bench-stream: $(STAMP)
 # (RemixIT, RemixIT with DNSMOS selection, MixIT with VAD noise) and with noise clips, on
 # real voices in new noise and on the small corpus, beside NSNet2 and RNNoise; then DNSMOS
 # against SI-SNRi over a run's validations. ADAPT_MINUTES: each adaptation's budget
-ADAPT_MINUTES ?= 8
+ADAPT_MINUTES ?= 6
 bench-adapt: $(STAMP)
 	scripts/install-debs.sh $(PY) real speech
 	scripts/install-debs.sh $(PY) small speech

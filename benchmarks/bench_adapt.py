@@ -1,6 +1,6 @@
 """Adaptation to a user's noisy recordings, without labels, on real voices; peers beside.
 
-    python benchmarks/bench_adapt.py [--minutes 8] [--situations real small]
+    python benchmarks/bench_adapt.py [--minutes 6] [--situations real small]
 
 Situations built like a user's:
 
@@ -133,7 +133,7 @@ def correlation(cli, recordings: Path, noise: Path, valid: Path, run: Path,
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=8.0,
+    parser.add_argument("--minutes", type=float, default=6.0,
                         help="time budget of each adaptation (default: %(default)s)")
     parser.add_argument("--situations", nargs="+", default=["real", "small"],
                         choices=["real", "small"])
