@@ -81,7 +81,7 @@ pretrained: $(STAMP)
 
 # the causal model of `wildmix stream` (src/wildmix/weights/causal.safetensors): the 'real'
 # corpus, supervised training with augmentation, stft/stream (20 ms window, 10 ms hop, no
-# look-ahead), seed 3, CAUSAL_STEPS steps of 8 x 4 s from scratch; about 45 minutes on 2 CPU
+# look-ahead), seed 3, CAUSAL_STEPS steps of 8 x 4 s from scratch; 45 to 55 minutes on 2 CPU
 # cores
 CAUSAL_STEPS ?= 16000
 pretrained-causal: $(STAMP)
