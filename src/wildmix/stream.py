@@ -35,6 +35,12 @@ class StreamError(ValueError):
     """A model that cannot stream, or input that does not fit it; one line."""
 
 
+def latency(model: STFTMasker) -> int:
+    """Algorithmic latency in samples: the hop being gathered and the overlap with the
+    next frame."""
+    return model.n_fft - 1
+
+
 def check_streamable(model: nn.Module) -> None:
     """:class:`StreamError` unless ``model`` is a causal TCN STFT masker with hop n_fft/2."""
     if not isinstance(model, STFTMasker):
@@ -147,9 +153,9 @@ class Streamer:
                               f"{engine!r}")
         self.step = StreamStep(model)
         self.sample_rate, self.hop = sample_rate, model.hop
-        self.latency = model.n_fft - 1
+        self.latency = latency(model)
         self._run = (self._torch_step if engine == "torch"
-                     else _onnx_runner(onnx_path or _temporary_onnx(self.step), threads))
+                     else _onnx_runner(onnx_path or _onnx_bytes(model), threads))
         self.reset()
 
     @property
@@ -356,19 +362,22 @@ def export_run(source: str | os.PathLike, out: str | os.PathLike) -> dict:
     model = models.from_checkpoint(ckpt)
     export_onnx(model, out)
     return {"source": ckpt["path"], "megabytes": os.path.getsize(out) / 1e6,
-            "hop": model.hop, "latency_ms": 1000.0 * (model.n_fft - 1) / ckpt["sample_rate"]}
+            "hop": model.hop, "latency_ms": 1000.0 * latency(model) / ckpt["sample_rate"]}
 
 
-def _temporary_onnx(step: StreamStep) -> str:
+def _onnx_bytes(model: nn.Module) -> bytes:
+    """The exported step in memory, for onnxruntime (nothing left on disk)."""
     import tempfile
 
-    folder = tempfile.mkdtemp(prefix="wildmix-onnx-")
-    path = os.path.join(folder, "step.onnx")
-    export_onnx(step.model, path)
-    return path
+    with tempfile.TemporaryDirectory(prefix="wildmix-onnx-") as folder:
+        path = os.path.join(folder, "step.onnx")
+        export_onnx(model, path)
+        with open(path, "rb") as f:
+            return f.read()
 
 
-def _onnx_runner(path: str | os.PathLike, threads: int):
+def _onnx_runner(model: str | os.PathLike | bytes, threads: int):
+    """``model``: an .onnx file or its bytes."""
     from wildmix.config import EXTRAS, require
 
     require("onnx", EXTRAS["onnx"][1:], "the onnx engine")
@@ -376,7 +385,8 @@ def _onnx_runner(path: str | os.PathLike, threads: int):
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
 
     def run(x, *state):
