@@ -204,6 +204,36 @@ def test_real_size_plan_keeps_voices_languages_and_eval_apart(monkeypatch):
         "flite:slt", "flite:rms", "flite:awb", "flite:kal16"}
 
 
+def test_sounds_size_plans_recorded_voices_and_every_noise_package(monkeypatch, tmp_path):
+    """The 'sounds' size (for --kind sounds), with fake recordings and noise files: no speech
+    to synthesise, every recorded noise package drawn, and no speaker nor noise file in two
+    splits."""
+    def fake(v):
+        return [f"/fake/{v.engine}/{v.voice}/{k}.wav" for k in range(20)], "fake"
+
+    monkeypatch.setattr(corpus, "_recorded_files", fake)
+    monkeypatch.setattr(corpus, "_noise_files", lambda packages, cap, sources=None: [
+        (p, f"/fake/{p}/{i:03d}.wav") for p in packages for i in range(40)])
+    spec = corpus.SIZES["sounds"]
+    assert set(spec.noise_packages) == set(corpus.NOISE_SOURCES)
+    items = corpus._plan_speech(spec, 0, (-5.0, 15.0))
+    assert not any(it.texts for it in items)  # recorded voices only: nothing to synthesise
+    speakers = {}
+    for it in items:
+        speakers.setdefault(it.speaker, set()).add(it.split)
+    assert all(len(s) == 1 for s in speakers.values()), speakers
+    jobs = []
+    monkeypatch.setattr(corpus, "_run_parallel", lambda fn, args, workers: jobs.extend(args))
+    corpus._build_sounds(spec, {s: [] for s in corpus.SPLITS}, 0, tmp_path, 16000, 1,
+                         lambda msg: None)
+    pools = {split: {f for job in jobs if job[0] == split for f in job[5]}
+             for split in corpus.SPLITS}
+    assert not (pools["train"] & pools["valid"] or pools["train"] & pools["test"]
+                or pools["valid"] & pools["test"])
+    assert {p for p, _ in pools["train"]} == set(corpus.NOISE_SOURCES)
+    assert sum(job[0] == "train" for job in jobs) == spec.items["train"]
+
+
 def test_room_reverberation_has_the_planned_decay():
     pra = pytest.importorskip("pyroomacoustics")
     sr = 16000

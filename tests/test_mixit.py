@@ -305,3 +305,46 @@ def test_pit_matches_brute_force_over_every_assignment(loss, n_ref, n_src):
     assert (result.mixing.sum(-1) == 1).all() and (result.mixing.sum(-2) <= 1).all()
     result.loss.sum().backward()
     assert est.grad is not None and torch.isfinite(est.grad).all()
+
+
+def test_pit_scores_silent_references_by_output_energy_against_brute_force():
+    """Padding references (all zeros) score 10 log10(|s|^2 + tau |x|^2) - 10 log10(|x|^2):
+    the assignment and the value equal a brute-force search written from that formula."""
+    import itertools
+    import math
+
+    from wildmix.losses import neg_snr
+    from wildmix.mixit import pit_loss
+
+    torch.manual_seed(7)
+    refs = torch.randn(6, 4, 300, dtype=torch.float64)
+    for b, active in enumerate([1, 2, 3, 4, 1, 2]):
+        refs[b, active:] = 0.0
+    mix = refs.sum(1)
+    est = torch.randn(6, 4, 300, dtype=torch.float64) * 0.05
+    est[:, :2] += 1.5 * refs[:, [1, 0]]
+    est.requires_grad_(True)
+    result = pit_loss(refs, est, reduction="none", mixtures=mix)
+    tau = 10 ** (-30 / 10)
+
+    def term(e, r, x):
+        if not r.abs().max():
+            return 10 * math.log10(float(e.pow(2).sum()) + tau * float(x.pow(2).sum())) \
+                - 10 * math.log10(float(x.pow(2).sum()))
+        return float(neg_snr(e, r))
+
+    for b in range(6):
+        e = est[b].detach()
+        best = min((sum(term(e[p[r]], refs[b, r], mix[b]) for r in range(4)), p)
+                   for p in itertools.permutations(range(4)))
+        assert float(result.loss[b].detach()) == pytest.approx(best[0], abs=1e-6)
+        active = int((refs[b].abs().amax(-1) > 0).sum())  # silent refs tie among themselves
+        assert result.mixing[b].argmax(-1).tolist()[:active] == list(best[1])[:active]
+    result.loss.sum().backward()
+    assert torch.isfinite(est.grad).all()
+    # a silent reference pushes its output to silence: the floor is -snr_max
+    silent = pit_loss(refs[:1, :1] * 0, torch.zeros(1, 1, 300, dtype=torch.float64),
+                      mixtures=mix[:1])
+    assert float(silent.loss) == pytest.approx(-30.0, abs=1e-6)
+    with pytest.raises(ValueError, match="loss='snr'"):
+        pit_loss(refs, est, loss="sisnr", mixtures=mix)

@@ -161,11 +161,56 @@ def test_separation_on_sounds_corpus(tiny_sounds, tmp_path):
     assert summary.step == 6
     config = json.loads((out / "config.json").read_text())
     assert config["data"].endswith("train/mixture") and config["n_sources"] == 4
-    assert any("valid_mixit" in line for line in (out / "log.jsonl").read_text().splitlines())
+    log_text = (out / "log.jsonl").read_text()
+    assert "valid_mixit" in log_text and "dnsmos" not in log_text  # DNSMOS is for speech
     assert main(["enhance", str(out), str(tiny_sounds / "test" / "mixture"), "--out",
                  str(tmp_path / "o"), "--no-progress"]) == 0
     assert len(list((tmp_path / "o").glob("*_s3.wav"))) == len(
         list((tiny_sounds / "test" / "mixture").iterdir()))
+
+
+def test_sources_dataset_crops_add_up_to_the_corpus_mixture(tiny_sounds):
+    """Each item holds every source of one mixture (zero rows after them), cropped alike:
+    with crops as long as the files, their sum is the corpus's own mixture file up to one
+    gain, and the item's level is drawn from level_db."""
+    import soundfile as sf
+
+    from wildmix import data as wdata
+
+    root = tiny_sounds / "train"
+    groups = wdata.source_groups(root / "mixture", root / "sources", 4)
+    names = sorted(p.stem for p in (root / "mixture").iterdir())
+    assert len(groups) == len(names) and {len(g) for g in groups} <= {1, 2, 3, 4}
+    mixes = np.stack([sf.read(str(root / "mixture" / f"{n}.wav"), dtype="float32")[0]
+                      for n in names]).astype(np.float64)
+    width = max(map(len, groups))
+    seconds = mixes.shape[1] / 16000
+    ds = wdata.SourcesDataset(groups, width, 16000, seconds, 12, level_db=(-30, -20), seed=3)
+    for i in range(12):
+        item = ds[i].numpy().astype(np.float64)
+        assert item.shape == (width, mixes.shape[1])
+        total = item.sum(0)
+        gains = mixes @ total / (mixes ** 2).sum(1)
+        k = int(np.argmin(((total - gains[:, None] * mixes) ** 2).sum(1)))
+        assert np.allclose(total, gains[k] * mixes[k], atol=1e-6 * np.abs(total).max())
+        active = np.abs(item).max(-1) > 0
+        assert active[:len(groups[k])].all() and not active[len(groups[k]):].any()
+        assert -30.01 <= 10 * np.log10(np.mean(total ** 2)) <= -19.99
+    with pytest.raises(wdata.DataError, match="more than the model's"):
+        wdata.source_groups(root / "mixture", root / "sources", width - 1)
+
+
+def test_supervised_separation_uses_pit_on_the_sources(tiny_sounds, tmp_path):
+    out = tmp_path / "pit"
+    summary = train.train(_config(tiny_sounds, out, task="separate", strategy="supervised",
+                                  max_steps=30, valid_every=15, lr=3e-3, log_every=2),
+                          progress=False)
+    assert summary.step == 30 and summary.bad_steps == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["clean"].endswith("train/sources")
+    losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()
+              if '"loss"' in line]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])  # the PIT loss falls
 
 
 def test_unexpected_error_keeps_progress(tiny_corpus, tmp_path, monkeypatch):

@@ -299,7 +299,8 @@ def _add_train(commands) -> None:
                     "--data held back from training), mixit (the MixIT loss), none (keep "
                     "the last); auto: sisnri with a paired --valid, else mixit for MixIT, "
                     "else none", choices=cf.SELECTIONS)
-    opt("--clean", "clean references of --data, for --supervised")
+    opt("--clean", "clean references of --data, for --supervised (--task separate: the "
+        "sources folder, NAME/sK.wav; a sounds corpus brings its own)")
     opt("--task", choices=cf.TASKS)
     opt("--strategy", "mixit (noisy recordings only), supervised (clean references), "
                       "remixit (self-training from --teacher)", choices=cf.STRATEGIES)

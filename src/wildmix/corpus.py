@@ -218,6 +218,11 @@ SIZES = {
     "real": SizeSpec(("flite", "festival", "espeak") + RECORDED_ENGINES, tuple(NOISE_SOURCES),
                      {"train": 4000, "train_noise": 800, "valid": 160, "test": 240},
                      max_sentences=2, real_eval=True, room_fraction=0.33),
+    # for --kind sounds (universal sound separation): every recorded noise package, and
+    # recorded real voices only (no speech synthesis), speakers and noise files disjoint
+    # across splits
+    "sounds": SizeSpec(RECORDED_ENGINES, tuple(NOISE_SOURCES),
+                       {"train": 2000, "valid": 100, "test": 200}, real_eval=True),
 }
 
 
@@ -853,7 +858,7 @@ class Layout:
     kind: str  # speech | sounds
     train: str  # training inputs: train/noisy or train/mixture
     noise: str | None  # noise-only clips: train/noise
-    clean: str | None  # references of the training inputs: train/clean
+    clean: str | None  # references of the training inputs: train/clean, train/sources
     valid: str | None  # the paired validation split: valid/
 
 
@@ -868,8 +873,8 @@ def layout(root: str | os.PathLike) -> Layout | None:
         return None
     some = lambda p: str(p) if p.is_dir() else None  # noqa: E731
     if (root / "train" / "mixture").is_dir():
-        return Layout("sounds", str(root / "train" / "mixture"), None, None,
-                      some(root / "valid" / "mixture"))
+        return Layout("sounds", str(root / "train" / "mixture"), None,
+                      some(root / "train" / "sources"), some(root / "valid" / "mixture"))
     return Layout("speech", str(root / "train" / "noisy"), some(root / "train" / "noise"),
                   some(root / "train" / "clean"), some(root / "valid"))
 

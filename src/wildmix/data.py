@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -319,6 +320,65 @@ def paired_clips(noisy_dir: str | os.PathLike, clean_dir: str | os.PathLike,
     if not pairs:
         raise DataError(f"no noisy/clean pairs of the same name in {noisy_dir} and {clean_dir}")
     return pairs
+
+
+def source_groups(mixture_dir: str | os.PathLike, sources_dir: str | os.PathLike,
+                  most: int) -> list[list[Clip]]:
+    """The reference sources ``sources_dir/NAME/s*.wav`` of each ``mixture_dir/NAME.wav``
+    (a ``kind="sounds"`` corpus split), in source order.
+
+    Raises:
+        DataError: no mixture with sources, more than ``most`` sources, or sources of
+            different lengths or rates (named).
+    """
+    by_folder: dict[str, list[Clip]] = {}
+    for clip in index_folder(sources_dir, min_seconds=0.0).clips:
+        by_folder.setdefault(str(Path(clip.path).parent), []).append(clip)
+    groups = []
+    for mix in index_folder(mixture_dir).clips:
+        folder = Path(sources_dir, Path(os.path.relpath(mix.path, mixture_dir)).with_suffix(""))
+        if str(folder) not in by_folder:
+            log.warning("skipping %s: no sources in %s", mix.path, folder)
+            continue
+        clips = sorted(by_folder[str(folder)],
+                       key=lambda c: int(Path(c.path).stem.lstrip("s") or 0))
+        if len(clips) > most:
+            raise DataError(f"{folder}: {len(clips)} sources, more than the model's {most} "
+                            "outputs")
+        if {(c.frames, c.sample_rate) for c in clips} != {(mix.frames, mix.sample_rate)}:
+            raise DataError(f"{folder}: sources differ in length or rate from {mix.path}")
+        groups.append(clips)
+    if not groups:
+        raise DataError(f"no mixture of {mixture_dir} has its sources in {sources_dir}")
+    return groups
+
+
+class SourcesDataset(_SegmentDataset):
+    """Aligned crops of every reference source of a mixture, ``(R, T)``, zero rows after
+    the mixture's own sources: the mixture is their sum. For supervised separation (PIT).
+
+    The sum is set to an RMS level drawn from ``level_db``, every source with the same gain.
+    """
+
+    def __init__(self, groups: Sequence[Sequence[Clip]], n_refs: int, sample_rate: int = 16000,
+                 segment_seconds: float = 4.0, examples_per_epoch: int = 1000,
+                 level_db: tuple[float, float] = (-30.0, -20.0), seed: int = 0):
+        if not groups:
+            raise DataError("no mixtures with reference sources")
+        super().__init__(sample_rate, segment_seconds, examples_per_epoch, seed)
+        self.groups, self.n_refs, self.level_db = [list(g) for g in groups], n_refs, level_db
+        self._p = _duration_weights([g[0] for g in self.groups])
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = self._rng(index)
+        group = self.groups[int(rng.choice(len(self.groups), p=self._p))]
+        state = rng.bit_generator.state  # the same crop of every source
+        out = np.zeros((self.n_refs, self.length), np.float32)
+        for k, clip in enumerate(group):
+            rng.bit_generator.state = state
+            out[k] = read_crop(clip, self.sample_rate, self.length, rng)
+        gain = 10 ** (rng.uniform(*self.level_db) / 20) / max(audio.rms(out.sum(0)), 1e-8)
+        return torch.from_numpy(out * np.float32(gain))
 
 
 class PairedDataset(_SegmentDataset):

@@ -36,6 +36,21 @@ def neg_snr_from_stats(
     return _db(err_energy + tau * ref_energy + eps) - _db(ref_energy + eps)
 
 
+def silence_from_stats(
+    est_energy: torch.Tensor,
+    mix_energy: torch.Tensor,
+    snr_max: float | None = 30.0,
+    eps: float = EPS,
+) -> torch.Tensor:
+    """The loss of an estimate whose reference is silent, from ``|s|^2`` and the input
+    mixture's ``|x|^2`` (broadcasting shapes): ``10 log10(|s|^2 + tau |x|^2) - 10 log10(|x|^2)``
+    with ``tau = 10^(-snr_max/10)`` (30 dB when None), after FUSS (Wisdom et al. 2021). Its
+    floor, ``-snr_max`` at ``s = 0``, is that of :func:`neg_snr`.
+    """
+    tau = 10.0 ** (-(30.0 if snr_max is None else snr_max) / 10.0)
+    return _db(est_energy + tau * mix_energy + eps) - _db(mix_energy + eps)
+
+
 def neg_snr(
     estimate: torch.Tensor,
     reference: torch.Tensor,

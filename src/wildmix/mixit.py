@@ -28,7 +28,13 @@ from typing import NamedTuple
 
 import torch
 
-from wildmix.losses import neg_sisnr, neg_sisnr_from_stats, neg_snr, neg_snr_from_stats
+from wildmix.losses import (
+    neg_sisnr,
+    neg_sisnr_from_stats,
+    neg_snr,
+    neg_snr_from_stats,
+    silence_from_stats,
+)
 from wildmix.models.consistency import mixture_consistency  # re-exported: part of the API
 
 __all__ = ["MixITResult", "constraint", "enhancement_constraint", "mixit_loss",
@@ -142,6 +148,7 @@ def pit_loss(
     loss: str = "snr",
     snr_max: float | None = 30.0,
     reduction: str = "mean",
+    mixtures: torch.Tensor | None = None,
 ) -> MixITResult:
     """Permutation-invariant training loss: the supervised reference of MixIT.
 
@@ -156,6 +163,11 @@ def pit_loss(
         estimates: ``(B, M, T)``, ``M >= R``.
         loss: ``"snr"`` (soft-thresholded at ``snr_max``) or ``"sisnr"``.
         reduction: ``"mean"`` over the batch, or ``"none"`` for ``(B,)``.
+        mixtures: ``(B, T)``, the inputs, for references that are all zeros (padding for
+            mixtures of fewer sources, ``loss="snr"`` only): such a reference scores its
+            estimate's energy against the mixture's, ``10 log10(|s|^2 + tau |x|^2) -
+            10 log10(|x|^2)`` (Wisdom et al. 2021, FUSS), which pushes it to silence and
+            has the same floor ``-snr_max`` as an active reference.
     Returns:
         ``MixITResult(loss, mixing)``: the sum over the references, and the assignment as a
         ``(B, R, M)`` matrix with one 1 per row and at most one per column.
@@ -175,12 +187,37 @@ def pit_loss(
         pairs = neg_snr_from_stats(ref, (ref - 2.0 * cross + est).clamp_min(0.0), snr_max)
     else:
         pairs = neg_sisnr_from_stats(ref, est, cross)  # (B, R, M)
+    inactive = _inactive(references, mixtures, kind)  # (B, R) bool, or None
+    if inactive is not None:
+        x_energy = mixtures.detach().double().pow(2).sum(-1)[:, None, None]  # (B, 1, 1)
+        silent = silence_from_stats(est, x_energy, snr_max)  # (B, 1, M)
+        pairs = torch.where(inactive[..., None], silent, pairs)
     perms = _injections(n_ref, n_src, str(estimates.device))  # (K, R)
     total = pairs[:, torch.arange(n_ref, device=perms.device), perms].sum(-1)  # (B, K)
     choice = perms[total.argmin(-1)]  # (B, R)
     mixing = torch.nn.functional.one_hot(choice, n_src).to(estimates.dtype)  # (B, R, M)
-    per_example = _scorer(kind, snr_max)(mixing @ estimates, references).sum(-1)  # (B,)
+    chosen = mixing @ estimates  # (B, R, T)
+    per_ref = _scorer(kind, snr_max)(chosen, references)  # (B, R)
+    if inactive is not None:
+        silence = silence_from_stats(chosen.pow(2).sum(-1),
+                                     mixtures.pow(2).sum(-1, keepdim=True), snr_max)
+        per_ref = torch.where(inactive, silence, per_ref)
+    per_example = per_ref.sum(-1)  # (B,)
     return MixITResult(per_example.mean() if reduction == "mean" else per_example, mixing)
+
+
+def _inactive(references: torch.Tensor, mixtures: torch.Tensor | None, kind
+              ) -> torch.Tensor | None:
+    """``(B, R)`` True for all-zero references, when ``mixtures (B, T)`` is given."""
+    if mixtures is None:
+        return None
+    if kind != "snr":
+        raise ValueError("silent references (mixtures=...) need loss='snr'")
+    if mixtures.shape != (references.shape[0], references.shape[-1]):
+        raise ValueError(f"mixtures must have shape (B, T)=({references.shape[0]}, "
+                         f"{references.shape[-1]}), got {tuple(mixtures.shape)}")
+    return references.detach().abs().amax(-1) == 0
+
 
 
 @functools.lru_cache(maxsize=32)

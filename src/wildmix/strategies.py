@@ -18,7 +18,7 @@ import torch
 
 from wildmix import losses
 from wildmix.config import interval_steps
-from wildmix.mixit import mixit_loss
+from wildmix.mixit import mixit_loss, pit_loss
 
 log = logging.getLogger("wildmix")
 
@@ -89,6 +89,24 @@ class Supervised(Strategy):
         noisy, clean = batch[:, 0], batch[:, 1]
         return speech_noise_loss(net(noisy).float(), clean, noisy - clean, self.loss_name,
                                  self.snr_max)
+
+
+class PIT(Strategy):
+    """Supervised separation: ``batch (B, R, T)`` reference sources (zero rows for absent
+    ones); the model separates their sum and the best one-to-one assignment of outputs to
+    references is scored (:func:`wildmix.mixit.pit_loss`); silent references push their
+    outputs to silence (``loss="snr"``)."""
+
+    def __init__(self, loss: str = "snr", snr_max: float = 30.0):
+        self.loss_name, self.snr_max = loss, snr_max
+
+    def loss(self, net, batch, step):
+        mixture = batch.sum(1)  # (B, T)
+        estimates = net(mixture).float()  # (B, M, T)
+        if not torch.isfinite(estimates).all():
+            return estimates.new_tensor(float("nan"))
+        return pit_loss(batch, estimates, loss=self.loss_name, snr_max=self.snr_max,
+                        mixtures=mixture if self.loss_name == "snr" else None).loss
 
 
 class RemixIT(Strategy):
@@ -165,4 +183,4 @@ def derangement(n: int, seed: int, step: int, device) -> torch.Tensor:
 
 
 REGISTRY: dict[str, type[Strategy]] = {"mixit": MixIT, "supervised": Supervised,
-                                       "remixit": RemixIT}
+                                       "remixit": RemixIT, "pit": PIT}

@@ -138,7 +138,8 @@ def make_strategy(plan: Plan, device: torch.device) -> Strategy:
                                      momentum=c.teacher_momentum, every=c.teacher_every,
                                      seed=c.seed, loss=c.loss, snr_max=c.snr_max)
     if c.strategy == "supervised":
-        return STRATEGIES["supervised"](loss=c.loss, snr_max=c.snr_max)
+        return STRATEGIES["supervised" if c.task == "enhance" else "pit"](
+            loss=c.loss, snr_max=c.snr_max)
     allowed = enhancement_constraint(c.n_sources).to(device) if c.task == "enhance" else None
     return STRATEGIES["mixit"](loss=c.loss, search=c.search, allowed=allowed,
                                snr_max=c.snr_max, sparsity=c.sparsity)
@@ -223,6 +224,12 @@ def datasets(c: TrainConfig, total_examples: int):
 def _train_set(c: TrainConfig, total_examples: int):
     """``(dataset, recordings, noise clips or None, held-back recordings)`` for the
     strategy."""
+    if c.strategy == "supervised" and c.task == "separate":
+        groups = wdata.source_groups(c.data, c.clean, c.n_sources)
+        log.info("supervised separation (PIT) of %d mixtures with their sources", len(groups))
+        return (wdata.SourcesDataset(groups, max(map(len, groups)), c.sample_rate,
+                                     c.segment_seconds, total_examples, seed=c.seed),
+                [g[0] for g in groups], None, [])
     if c.strategy == "supervised":
         pairs = wdata.paired_clips(c.data, c.clean)
         log.info("supervised training on %d noisy/clean pairs", len(pairs))
@@ -304,7 +311,8 @@ def _valid_sets(c: TrainConfig, noise_clips) -> ValidSets:
             noise_clips = wdata.index_folder(vroot / "noise").clips
     else:
         vrec = wdata.index_folder(vroot).clips
-    valid = ValidSets(None, paired, vrec[:c.valid_files])
+    # DNSMOS scores speech: the valid recordings are for enhancement only
+    valid = ValidSets(None, paired, vrec[:c.valid_files] if c.task == "enhance" else [])
     if c.strategy == "mixit":
         valid.mixtures = wdata.MixtureDataset(
             vrec, noise_clips if c.task == "enhance" else None, c.sample_rate,

@@ -1,0 +1,135 @@
+"""Universal sound separation on the 'sounds' corpus: MixIT recipes against supervised PIT.
+
+    python benchmarks/bench_separate.py [--steps 3000] [--data data/corpus-sounds]
+
+The corpus (``wildmix corpus build DIR --size sounds --kind sounds``) mixes 1 to 4 sources
+per 6 s clip from every recorded sound package and recorded real voices; source files and
+speakers are disjoint across splits, and the test split keeps every reference source.
+
+Recipes, all the same model (``stft --preset cpu``), seed and number of steps, the last
+weights of each (no checkpoint selection): MixIT on mixtures of mixtures with M=4 and M=8
+outputs (exact search), M=8 with the efficient (least-squares) search, M=8 with the
+sparsity loss, and the supervised permutation-invariant reference (PIT on each training
+mixture's own sources) with M=4 and M=8. One table on the test split: MSi (mean SI-SNR
+improvement over mixtures of 2 to 4 sources) and 1S (SI-SNR of single-source mixtures: is
+the source left intact) with 95% CIs, the input as a row; a report with spectrograms and
+players. Then the MixIT loss's time per step, exact against efficient search, at M=8 and
+M=16, and the issue's targets checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import bench_mixit
+import torch
+
+RECIPES = {  # run name -> `wildmix train` arguments beyond the common ones
+    "mixit-m4": ["--n-sources", "4", "--search", "exact"],
+    "mixit-m8": ["--n-sources", "8", "--search", "exact"],
+    "mixit-m8-efficient": ["--n-sources", "8", "--search", "efficient"],
+    "mixit-m8-sparsity": ["--n-sources", "8", "--search", "exact", "--sparsity", "0.1"],
+    "pit-m4": ["--supervised", "--n-sources", "4"],
+    "pit-m8": ["--supervised", "--n-sources", "8"],
+}
+
+
+def train_all(cli, data: Path, runs: Path, steps: int, recipes: list[str]) -> dict[str, float]:
+    """Train every recipe (a finished run is kept); minutes each took."""
+    minutes = {}
+    for name in recipes:
+        start = time.perf_counter()
+        cli(["train", "--data", str(data), "--task", "separate", "--out", str(runs / name),
+             "--select", "none", "--max-steps", str(steps), "--seed", "0", "--no-progress",
+             *RECIPES[name]])
+        minutes[name] = (time.perf_counter() - start) / 60
+    return minutes
+
+
+def search_speed(repeats: int) -> dict[int, tuple[float, float]]:
+    """Median seconds of the MixIT loss (forward + backward) per step of 8 x 4 s, exact and
+    efficient, at M=8 and M=16."""
+    g = torch.Generator().manual_seed(0)
+    speed = {}
+    for n_src in (8, 16):
+        mixtures = torch.randn(8, 2, 64000, generator=g)
+        estimates = torch.randn(8, n_src, 64000, generator=g)
+        speed[n_src] = tuple(
+            bench_mixit.timed(lambda x, s, how=how: bench_mixit.mixit_loss(x, s, search=how).loss,
+                              mixtures, estimates, repeats, 60)
+            for how in ("exact", "efficient"))
+    return speed
+
+
+def check(summary: dict, speed: dict) -> None:
+    def mean(run, metric):
+        return summary[run][metric]["mean"]
+
+    print("\ntargets:")
+    mixit = [r for r in summary if r.startswith("mixit")]
+    best = max(mixit, key=lambda r: mean(r, "msi"))
+    for pit in ("pit-m8", "pit-m4"):
+        if pit in summary:
+            gap = mean(pit, "msi") - mean(best, "msi")
+            print(f"  {'met ' if gap <= 2 else 'MISSED'}  best MixIT ({best}) MSi "
+                  f"{mean(best, 'msi'):+.2f} dB vs {pit} {mean(pit, 'msi'):+.2f} dB: "
+                  f"{gap:.2f} dB behind (target within 2 dB)")
+            break
+    for run in mixit:
+        print(f"  {'met ' if mean(run, '1s') >= 30 else 'MISSED'}  {run} 1S "
+              f"{mean(run, '1s'):.1f} dB (target >= 30)")
+    if {"mixit-m8", "mixit-m8-efficient"} <= set(summary):
+        gap = mean("mixit-m8", "msi") - mean("mixit-m8-efficient", "msi")
+        print(f"  {'met ' if gap <= 0.3 else 'MISSED'}  efficient search at M=8: "
+              f"{gap:+.2f} dB below exact (target within 0.3)")
+    exact, efficient = speed[16]
+    print(f"  {'met ' if exact / efficient >= 5 else 'MISSED'}  efficient search at M=16: "
+          f"{exact / efficient:.1f}x faster per step than exact ({efficient * 1e3:.1f} vs "
+          f"{exact * 1e3:.1f} ms; target >= 5x)")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3000,
+                        help="training steps of every recipe (default: %(default)s)")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--data", default="data/corpus-sounds")
+    parser.add_argument("--out", default="runs/separate-bench")
+    parser.add_argument("--report", default="reports/separate")
+    parser.add_argument("--repeats", type=int, default=7, help="search speed: repeats")
+    args = parser.parse_args(argv)
+
+    from wildmix.cli import main as wildmix
+
+    def cli(argv):
+        if wildmix(argv) != 0:
+            raise SystemExit(f"failed: wildmix {' '.join(argv)}")
+
+    data, runs, report = Path(args.data), Path(args.out), Path(args.report)
+    if not (data / "manifest.jsonl").exists():
+        cli(["corpus", "build", str(data), "--size", "sounds", "--kind", "sounds"])
+    minutes = train_all(cli, data, runs, args.steps, args.recipes)
+    cli(["evaluate", "--data", str(data / "test"), "--out", str(report), "--baseline",
+         "noisy", "--model", *[str(runs / r) for r in args.recipes], "--examples", "4",
+         "--no-progress"])
+    print(f"\n## separation on {data / 'test'}, {args.steps} steps per recipe\n")
+    print((report / "results.md").read_text())
+    print("| recipe | training minutes (this run; a kept run: 0) |\n|---|---|")
+    for name, m in minutes.items():
+        print(f"| {name} | {m:.1f} |")
+    speed = search_speed(args.repeats)
+    print(f"\nMixIT loss per step (forward + backward, B=8, 4 s, {torch.get_num_threads()} "
+          "threads, median)")
+    print("| M | exact ms | efficient ms | exact / efficient |\n|---|---|---|---|")
+    for n_src, (exact, efficient) in speed.items():
+        print(f"| {n_src} | {exact * 1e3:.1f} | {efficient * 1e3:.1f} | "
+              f"{exact / efficient:.1f}x |")
+    check(json.loads((report / "results.json").read_text())["summary"], speed)
+    print(f"\nreport: {report / 'report.html'}")
+
+
+if __name__ == "__main__":
+    main()
