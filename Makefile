@@ -68,14 +68,14 @@ pretrained: $(STAMP)
 	test -f $(DATA)/corpus-real/manifest.jsonl || \
 		$(PY) -m wildmix corpus build $(DATA)/corpus-real --size real
 	$(PY) -m wildmix train --data $(DATA)/corpus-large --supervised --augment --model stft \
-		--preset cpu --seed 0 --max-steps $(PRETRAINED_STEPS) --valid-every 1000 \
+		--preset cpu --seed 0 --max-steps $(PRETRAINED_STEPS) --valid-every 1000 --ema 0 \
 		--out $(PRETRAINED_RUN)
 	$(PY) -m wildmix train --data $(DATA)/corpus-large --supervised --augment \
 		--augment-speed 0.7 1.5 --init $(PRETRAINED_RUN) --seed 1 --max-steps 4000 \
-		--valid-every 1000 --out $(PRETRAINED_RUN)-wide
+		--valid-every 1000 --ema 0 --out $(PRETRAINED_RUN)-wide
 	$(PY) -m wildmix export $(PRETRAINED_RUN)-wide --out src/wildmix/weights/v1.safetensors
 	$(PY) -m wildmix train --data $(DATA)/corpus-real --supervised --augment --init v1 \
-		--seed 2 --max-steps 12000 --valid-every 1000 --out $(PRETRAINED_RUN)-real
+		--seed 2 --max-steps 12000 --valid-every 1000 --ema 0 --out $(PRETRAINED_RUN)-real
 	$(PY) -m wildmix export $(PRETRAINED_RUN)-real \
 		--out src/wildmix/weights/default.safetensors
 
@@ -89,7 +89,8 @@ pretrained-causal: $(STAMP)
 	test -f $(DATA)/corpus-real/manifest.jsonl || \
 		$(PY) -m wildmix corpus build $(DATA)/corpus-real --size real
 	$(PY) -m wildmix train --data $(DATA)/corpus-real --supervised --augment --preset stream \
-		--seed 3 --max-steps $(CAUSAL_STEPS) --valid-every 1000 --out $(PRETRAINED_RUN)-causal
+		--seed 3 --max-steps $(CAUSAL_STEPS) --valid-every 1000 --ema 0 \
+		--out $(PRETRAINED_RUN)-causal
 	$(PY) -m wildmix export $(PRETRAINED_RUN)-causal \
 		--out src/wildmix/weights/causal.safetensors
 

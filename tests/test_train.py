@@ -61,12 +61,51 @@ def test_resume_after_sigterm_matches_uninterrupted(tiny_corpus, tmp_path):
     rest = train.train(_config(tiny_corpus, tmp_path / "b", max_steps=300, valid_every=1000),
                        progress=False)
     assert rest.step == 300
-    a, b = _weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt")
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    a, b = (models.load_checkpoint(tmp_path / x / "last.pt") for x in ("a", "b"))
+    for weights in ("state_dict", "trained_state_dict"):  # the average, the trained weights
+        for key in a[weights]:
+            torch.testing.assert_close(a[weights][key], b[weights][key], rtol=0, atol=0)
     # and a finished run is left alone
     assert train.train(_config(tiny_corpus, tmp_path / "b", max_steps=300, valid_every=1000),
                        progress=False).step == 300
+
+
+def test_weight_average_follows_its_formula():
+    """WeightAverage against the recursion written out by hand: a_t = d_t a_(t-1) +
+    (1 - d_t) w_t with d_t = min(decay, t / (9 + t)), starting from the model's weights."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    average = train.WeightAverage(model, 0.9)
+    expected = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for t in range(1, 30):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        average.update(model, t)
+        d = min(0.9, t / (9 + t))
+        for k, v in model.state_dict().items():
+            expected[k] = d * expected[k] + (1 - d) * v
+    for k, v in average.model.state_dict().items():
+        torch.testing.assert_close(v, expected[k])
+    assert not any(p.requires_grad for p in average.model.parameters())
+    assert train.WeightAverage(model, 0.0).model is model
+    with pytest.raises(ValueError, match="ema"):
+        train.WeightAverage(model, 1.0)
+
+
+@pytest.mark.parametrize("kind", ["init", "remixit"])
+def test_weight_average_starts_at_the_starting_weights(tiny_corpus, tmp_path, kind):
+    """Fine-tuning and RemixIT with a zero learning rate give back their start (the average
+    begins at the loaded weights, not at a fresh initialisation)."""
+    start = tmp_path / "start"
+    train.train(_config(tiny_corpus, start, max_steps=5, valid_every=100), progress=False)
+    kw = dict(init=str(start)) if kind == "init" else dict(strategy="remixit",
+                                                          teacher=str(start))
+    train.train(_config(tiny_corpus, tmp_path / "run", max_steps=5, valid_every=100, lr=0.0,
+                        select="none", **kw), progress=False)
+    a, b = _weights(start / "last.pt"), _weights(tmp_path / "run" / "last.pt")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7)
 
 
 def test_nan_steps_skipped_then_stopped(tiny_corpus, tmp_path, monkeypatch):

@@ -271,6 +271,8 @@ _TRAIN_NUMBERS = (  # (flag, type, help) of plain numeric training settings
     ("--sparsity", float, "weight of the sparsity loss"),
     ("--noise-augment", float, "probability of extra noise in the noisy mixture (Saito et "
                                "al.)"),
+    ("--ema", float, "validate, choose and give an exponential moving average of the "
+                     "weights with this decay; 0: the trained weights"),
     ("--valid-every", int, ""), ("--workers", int, ""), ("--seed", int, ""))
 
 

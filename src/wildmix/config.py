@@ -74,6 +74,12 @@ class TrainConfig:
     # (-5, 5), +5.0 at (-15, 0), +5.3 at (-25, 0)). For separate: (-5, 5).
     relative_gain_db: tuple[float, float] | None = None
     grad_clip: float = 5.0
+    # validation, best.pt and the weights a run gives score an exponential moving average
+    # of the trained weights (Polyak averaging; decay min(ema, (1 + t) / (10 + t)) at step
+    # t); 0: the trained weights themselves. MixIT's valid SI-SNRi jumps by up to 1.5 dB
+    # between validations 250 steps apart at the peak learning rate without it (small
+    # corpus, make bench-curve)
+    ema: float = 0.999
     valid_every: int = 250
     valid_mixtures: int = 64
     valid_files: int = 40

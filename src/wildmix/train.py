@@ -18,6 +18,7 @@ checkpoints keep (RemixIT's teacher). The run folder is locked for the whole run
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -38,7 +39,7 @@ from wildmix.config import Plan, TrainConfig, resolve
 from wildmix.lock import folder_lock
 from wildmix.mixit import enhancement_constraint
 from wildmix.strategies import REGISTRY as STRATEGIES
-from wildmix.strategies import MixIT, RemixIT, Strategy, Supervised
+from wildmix.strategies import MixIT, RemixIT, Strategy, Supervised, ema_update
 
 __all__ = ["TrainConfig", "TrainSummary", "TrainingError", "train", "lr_at", "validate"]
 
@@ -88,7 +89,8 @@ def _run(plan: Plan, progress: bool) -> TrainSummary:
     if plan.init:
         model.load_state_dict(plan.init["state_dict"])  # a resumed run overwrites it below
     opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    ckpt = Checkpointer(Path(c.out), plan, model, opt, strategy, rank)
+    average = WeightAverage(model, c.ema)
+    ckpt = Checkpointer(Path(c.out), plan, model, opt, strategy, rank, average)
     state = ckpt.resume(device)
     if state.step >= c.max_steps:
         log.info("%s already finished (%d steps)", c.out, state.step)
@@ -96,14 +98,16 @@ def _run(plan: Plan, progress: bool) -> TrainSummary:
     train_set, valid, seconds = datasets(c, c.max_steps * c.batch_size * world)
     epoch_steps = math.ceil(seconds / (c.segment_seconds * c.batch_size * world))
     strategy.start(model, state.strategy, epoch_steps)
+    if state.step == 0:  # the average starts at the starting weights (RemixIT: the teacher's)
+        average.model.load_state_dict(model.state_dict())
     loader = make_loader(train_set, c, state.step, rank, world, device)
     if rank == 0:
         _write_json(Path(c.out) / "config.json", dataclasses.asdict(c))
-    loop = Loop(c, model, opt, strategy, ckpt, state, device, world)
-    stopped = loop.run(loader, lambda: validate(model, valid, device, c.batch_size, strategy,
-                                                c.sample_rate), progress and rank == 0)
+    loop = Loop(c, model, opt, strategy, ckpt, state, device, world, average)
+    stopped = loop.run(loader, lambda: validate(average.model, valid, device, c.batch_size,
+                                                strategy, c.sample_rate), progress and rank == 0)
     return TrainSummary(c.out, loop.state.step, loop.state.best, loop.state.bad_total,
-                        stopped, model)
+                        stopped, average.model)
 
 
 # --- 2. device ----------------------------------------------------------------------------
@@ -159,12 +163,30 @@ class RunState:
     strategy: dict | None = None
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights (Polyak averaging), ``model``
+    itself when ``decay`` is 0. Its decay at step t is ``min(decay, (1 + t) / (10 + t))``,
+    so that early weights fade fast."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.model = copy.deepcopy(model).requires_grad_(False) if decay else model
+
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        """After optimiser step ``step`` (1, 2, ...)."""
+        if self.model is not model:
+            ema_update(self.model, model, min(self.decay, step / (9.0 + step)))
+
+
 class Checkpointer:
     """``last.pt`` (weights, optimiser, run state) and ``best.pt``, written atomically."""
 
-    def __init__(self, out: Path, plan: Plan, model, opt, strategy: Strategy, rank: int):
+    def __init__(self, out: Path, plan: Plan, model, opt, strategy: Strategy, rank: int,
+                 average: WeightAverage):
         self.out, self.plan, self.model, self.opt = out, plan, model, opt
-        self.strategy, self.rank = strategy, rank
+        self.strategy, self.rank, self.average = strategy, rank, average
         self.last, self.best = out / "last.pt", out / "best.pt"
 
     def resume(self, device) -> RunState:
@@ -177,7 +199,8 @@ class Checkpointer:
             raise TrainingError(f"{self.out} holds a run of another model "
                                 f"({ckpt['model_name']} {ckpt['model_args']}); choose "
                                 "another --out")
-        self.model.load_state_dict(ckpt["state_dict"])
+        self.model.load_state_dict(ckpt.get("trained_state_dict", ckpt["state_dict"]))
+        self.average.model.load_state_dict(ckpt["state_dict"])
         self.opt.load_state_dict(ckpt["optimizer"])
         log.info("resuming %s from step %d", self.out, ckpt["step"])
         return RunState(ckpt["step"], ckpt.get("best_score"), ckpt.get("bad_steps", 0),
@@ -189,10 +212,12 @@ class Checkpointer:
             return
         c = self.plan.config
         content = dict(model_name=self.plan.model_name, model_args=self.plan.model_args,
-                       state_dict=self.model.state_dict(), sample_rate=c.sample_rate,
+                       state_dict=self.average.model.state_dict(), sample_rate=c.sample_rate,
                        train_config=dataclasses.asdict(c), step=state.step, task=c.task,
                        metrics=metrics or {})
         if kind == "last":
+            if self.average.model is not self.model:  # the trained weights, to resume
+                content.update(trained_state_dict=self.model.state_dict())
             content.update(optimizer=self.opt.state_dict(), best_score=state.best,
                            bad_steps=state.bad_total, elapsed_s=state.elapsed_s,
                            strategy_state=self.strategy.state_dict())
@@ -370,8 +395,9 @@ class Loop:
     """The steps of one run, from ``state.step`` to ``max_steps`` (or a stop)."""
 
     def __init__(self, c: TrainConfig, model, opt, strategy: Strategy, ckpt: Checkpointer,
-                 state: RunState, device, world: int):
+                 state: RunState, device, world: int, average: WeightAverage):
         self.c, self.model, self.opt, self.strategy = c, model, opt, strategy
+        self.average = average
         self.ckpt, self.state, self.device, self.world = ckpt, state, device, world
         self.net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -453,6 +479,7 @@ class Loop:
         self.consecutive_bad = 0
         self.opt.step()
         self.state.step += 1
+        self.average.update(self.model, self.state.step)
         self.strategy.after_step(self.model, self.state.step)
         return float(loss.detach())
 
