@@ -30,6 +30,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 # MixIT's weak spots for enhancement and their remedies, each a flag set of `wildmix train`
 VARIANTS = {
     "mixit, noise-only mixture at -5..+5 dB": ["--relative-gain-db", "-5", "5"],
@@ -51,6 +53,43 @@ def curve(run: Path) -> list[tuple[float, int, float]]:
         if "valid_sisnri" in entry:
             rows.append((entry["time_s"] / 60, entry["step"], entry["valid_sisnri"]))
     return rows
+
+
+def drift(run: Path, limit: float = 0.5) -> float:
+    """Print and return the largest fall of valid SI-SNRi below its best so far."""
+    rows = curve(run)
+    best, fall, where = float("-inf"), 0.0, rows[0]
+    for row in rows:
+        best = max(best, row[2])
+        if best - row[2] > fall:
+            fall, where = best - row[2], row
+    top = max(rows, key=lambda r: r[2])
+    print(f"best {top[2]:+.2f} dB at {top[0]:.1f} min (step {top[1]}); last {rows[-1][2]:+.2f} "
+          f"dB; largest fall below the best so far: {fall:.2f} dB at {where[0]:.1f} min "
+          f"({'met' if fall <= limit else 'MISSED'}: target <= {limit} dB)")
+    return fall
+
+
+def speech_share(run: Path, data: Path, files: int = 40) -> None:
+    """Where the clean speech of the valid files goes, for best.pt and last.pt: the
+    least-squares gain of the clean speech in each output (1 = all of it)."""
+    import torch
+
+    from wildmix import audio, models
+
+    paths = sorted((data / "valid" / "noisy").glob("*.wav"))[:files]
+    for name in ("best.pt", "last.pt"):
+        ckpt = models.load_checkpoint(run / name)
+        model = models.from_checkpoint(ckpt)
+        gains = []
+        for path in paths:
+            x = audio.read(path, ckpt["sample_rate"])
+            s = audio.read(data / "valid" / "clean" / path.name, ckpt["sample_rate"])
+            with torch.no_grad():
+                y = model(torch.from_numpy(x)[None]).float()[0].numpy()
+            gains.append(y @ s / np.dot(s, s))
+        share = " / ".join(f"{g:.3f}" for g in np.mean(gains, 0))
+        print(f"{name} (step {ckpt['step']}): clean speech in outputs 0 / 1 / ...: {share}")
 
 
 def plot(runs: list[Path], png: Path, labels: list[str] | None = None) -> None:
@@ -351,6 +390,8 @@ def main(argv=None) -> None:
         print("-" * 31)
         for minutes, step, sisnri in curve(run):
             print(f"{minutes:8.1f} | {step:6d} | {sisnri:10.2f}")
+        drift(run)
+        speech_share(run, Path(args.data))
     png = runs_[0] / "sisnri_vs_time.png"
     plot(runs_, png)
     print(f"\ncurve: {png}")
