@@ -247,3 +247,21 @@ def test_paired_augment_transforms_every_clean_crop_deterministically(tiny_corpu
 def resolved(c):
     """The config after resolve(): every default filled in."""
     return resolve(c).config
+
+
+def test_mixit_augment_changes_each_mixtures_speed_and_keeps_levels(salted):
+    """A 440 Hz tone played 1.1 times faster peaks at 484 Hz (the equaliser moves no
+    peak); the levels are set after the change, as drawn."""
+    index = data.index_folder(salted)
+    tone = [c for c in index.clips if c.path.endswith("mono16k.wav")]  # 440 Hz
+    ds = data.MixtureDataset(tone, tone, relative_gain_db=(6.0, 6.0), level_db=(-20.0, -20.0),
+                             examples_per_epoch=4, augment=True, speed=(1.1, 1.1))
+    item = ds[0].double()
+    for x in item.numpy():
+        assert abs(_peak_freq(x.astype(np.float32), 16000) - 484) < 3
+    levels = 10 * torch.log10(item.pow(2).mean(-1))
+    assert levels[0].item() == pytest.approx(-20.0, abs=0.01)
+    assert (levels[1] - levels[0]).item() == pytest.approx(6.0, abs=0.01)
+    torch.testing.assert_close(ds[2], data.MixtureDataset(
+        tone, tone, relative_gain_db=(6.0, 6.0), level_db=(-20.0, -20.0),
+        examples_per_epoch=4, augment=True, speed=(1.1, 1.1))[2])  # reproducible

@@ -390,7 +390,8 @@ def test_remixit_config_errors(tiny_corpus, tmp_path):
                         (dict(teacher=str(path), task="separate"), "for speech enhancement"),
                         (dict(teacher=str(path), teacher_update="sometimes"), "ema, replace"),
                         (dict(teacher=str(path), teacher_every="often"), "teacher_every"),
-                        (dict(teacher=str(tmp_path / "none.pt")), "none.pt")):
+                        (dict(teacher=str(tmp_path / "none.pt")), "none.pt"),
+                        (dict(teacher=str(path), augment=True), "takes its targets")):
         with pytest.raises((ValueError, models.CheckpointError), match=message):
             resolved(_config(tiny_corpus, tmp_path / "r", strategy="remixit", **kw))
 

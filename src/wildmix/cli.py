@@ -326,7 +326,8 @@ def _add_train(commands) -> None:
     opt("--search", "mixing-matrix search (default: exact up to M=12)", choices=cf.SEARCHES)
     tr.add_argument("--augment", action="store_true", default=None,
                     help="supervised: change the clean speech (speed, random EQ) and remix "
-                         "it with other noise, for voices unlike the training ones")
+                         "it with other noise, for voices unlike the training ones; MixIT: "
+                         "change the speed and EQ of each mixture, against over-fitting")
     opt("--augment-speed", "--augment: speed factor range", type=float, nargs=2,
         metavar=("LOW", "HIGH"))
     opt("--relative-gain-db", "level of the second mixture, dB (default: -25 0 to enhance, "

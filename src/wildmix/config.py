@@ -65,7 +65,9 @@ class TrainConfig:
     search: str | None = None  # exact | efficient; default exact up to M=12
     sparsity: float = 0.0  # weight of the L1/L2 output-RMS sparsity loss
     noise_augment: float = 0.0  # probability of extra noise in the noisy mixture
-    augment: bool = False  # supervised: speed, EQ and noise remixing of the clean speech
+    # supervised: speed, EQ and noise remixing of the clean speech; MixIT: speed and EQ of
+    # each mixture
+    augment: bool = False
     augment_speed: tuple[float, float] = (0.85, 1.15)  # range of the speed factor
     # level of the second mixture relative to the first, in dB. Default for enhance:
     # (-25, 0), the noise-only mixture 0 to 25 dB below the noisy one, where the noise inside
@@ -232,8 +234,9 @@ def _selection(c: TrainConfig) -> str | None:
 
 
 def _check_combination(c: TrainConfig) -> None:
-    if c.augment and c.strategy != "supervised":
-        raise ValueError("--augment changes clean speech: it is for --supervised training")
+    if c.augment and c.strategy == "remixit":
+        raise ValueError("--augment is for --supervised and MixIT training (RemixIT takes its "
+                         "targets from the teacher)")
     if c.strategy == "supervised" and not c.clean:
         raise ValueError("the supervised strategy needs clean references (--clean DIR)")
     if c.task == "enhance" and c.strategy == "mixit" and c.noise is None:

@@ -200,6 +200,10 @@ class MixtureDataset(_SegmentDataset):
     ``level_db`` and the second to that level plus a gain drawn from ``relative_gain_db``.
     With ``noise_augment=p`` (enhancement), the first mixture gets, with probability p, extra
     noise from the noise set 0 to 10 dB below it (noise augmentation, Saito et al. 2021).
+    With ``augment=True`` each mixture is played at its own speed (a factor drawn from
+    ``speed``) through its own smooth random equaliser: MixIT's targets are the mixtures
+    themselves, so any change of a mixture keeps them exact, and a few recordings stand for
+    many (against over-fitting them).
     Items depend only on ``(seed, epoch, index)``, so worker processes do not change them.
     """
 
@@ -215,6 +219,8 @@ class MixtureDataset(_SegmentDataset):
         pad_short: bool = True,
         noise_augment: float = 0.0,
         seed: int = 0,
+        augment: bool = False,
+        speed: tuple[float, float] = (0.85, 1.15),
     ):
         if not recordings:
             raise DataError("no recordings to draw mixtures from")
@@ -224,6 +230,7 @@ class MixtureDataset(_SegmentDataset):
         self.recordings, self.noise = list(recordings), None if noise is None else list(noise)
         self.relative_gain_db, self.level_db = relative_gain_db, level_db
         self.pad_short, self.noise_augment = pad_short, noise_augment
+        self.augment, self.speed = augment, speed
         self._p_recordings = _duration_weights(self.recordings)
         self._p_noise = None if self.noise is None else _duration_weights(self.noise)
         self._bad: set[str] = set()
@@ -235,6 +242,10 @@ class MixtureDataset(_SegmentDataset):
             second = self._draw(self.recordings, self._p_recordings, rng)
         else:
             second = self._draw(self.noise, self._p_noise, rng)
+        if self.augment:
+            first, second = (equalise(change_speed(x, rng.uniform(*self.speed),
+                                                   self.sample_rate, rng), self.sample_rate, rng)
+                             for x in (first, second))
         level = rng.uniform(*self.level_db)
         gain = rng.uniform(*self.relative_gain_db)
         if self.noise is not None and rng.random() < self.noise_augment:

@@ -274,7 +274,8 @@ def _train_set(c: TrainConfig, total_examples: int):
     noise_clips = _noise_clips(c, index) if c.task == "enhance" else None
     return (wdata.MixtureDataset(clips, noise_clips, c.sample_rate, c.segment_seconds,
                                  total_examples, relative_gain_db=c.relative_gain_db,
-                                 noise_augment=c.noise_augment, seed=c.seed),
+                                 noise_augment=c.noise_augment, seed=c.seed,
+                                 augment=c.augment, speed=c.augment_speed),
             clips, noise_clips, held)
 
 
