@@ -84,8 +84,10 @@ def test_init_starts_from_the_given_weights(tiny_corpus, tmp_path):
     for k, v in model.state_dict().items():
         torch.testing.assert_close(got["state_dict"][k], v, atol=1e-6, rtol=0)
     assert resolved(train.TrainConfig(data=str(tiny_corpus), init=str(path))).lr == 5e-4
-    with pytest.raises(ValueError, match="for --supervised"):
-        resolved(train.TrainConfig(data=str(tiny_corpus), init=str(path), augment=True))
+    assert resolved(train.TrainConfig(data=str(tiny_corpus), init=str(path), augment=True))
+    with pytest.raises(ValueError, match="RemixIT takes its targets"):
+        resolved(train.TrainConfig(data=str(tiny_corpus), strategy="remixit", teacher=str(path),
+                                   augment=True))
     with pytest.raises(ValueError, match="drop --init"):
         resolved(train.TrainConfig(data=str(tiny_corpus), strategy="remixit", teacher=str(path),
                           init=str(path)))
