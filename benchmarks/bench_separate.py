@@ -76,7 +76,7 @@ def check(summary: dict, speed: dict) -> None:
             gap = mean(pit, "msi") - mean(best, "msi")
             print(f"  {'met ' if gap <= 2 else 'MISSED'}  best MixIT ({best}) MSi "
                   f"{mean(best, 'msi'):+.2f} dB vs {pit} {mean(pit, 'msi'):+.2f} dB: "
-                  f"{gap:.2f} dB behind (target within 2 dB)")
+                  f"{abs(gap):.2f} dB {'behind' if gap > 0 else 'ahead'} (target: within 2 dB)")
             break
     for run in mixit:
         print(f"  {'met ' if mean(run, '1s') >= 30 else 'MISSED'}  {run} 1S "
