@@ -1,7 +1,7 @@
 """Quality of every training strategy against the baselines, on the built-in test split.
 
     python benchmarks/bench_quality.py [--steps 3000] [--remixit-steps 1500]   # the table
-    python benchmarks/bench_quality.py --curve 60 [--augment]   # SI-SNRi against time (PNG)
+    python benchmarks/bench_quality.py --curve 60 [--augment] [--leakage W]  # SI-SNRi vs time
     python benchmarks/bench_quality.py --compare [--steps 2000]   # MixIT remedies
     python benchmarks/bench_quality.py --voices default runs/x    # per voice, valid + test
 
@@ -337,6 +337,8 @@ def main(argv=None) -> None:
     parser.add_argument("--plot-only", nargs="*", help="draw the curve of existing runs")
     parser.add_argument("--augment", action="store_true",
                         help="--curve: train with wildmix train --augment (speed and EQ)")
+    parser.add_argument("--leakage", type=float, default=0.0,
+                        help="--curve: train with wildmix train --leakage W")
     parser.add_argument("--by-voice", action="store_true",
                         help="only print SI-SNRi per test voice of an existing report")
     parser.add_argument("--voices", nargs="+", metavar="MODEL",
@@ -379,11 +381,13 @@ def main(argv=None) -> None:
         data = Path(args.data)
         if not (data / "manifest.jsonl").exists():
             cli(["corpus", "build", str(data), "--size", "small"])
-        name = f"{args.model}-{args.preset}-{args.curve:g}min" + ("-augment" * args.augment)
+        name = (f"{args.model}-{args.preset}-{args.curve:g}min" + ("-augment" * args.augment)
+                + (f"-leakage{args.leakage:g}" if args.leakage else ""))
         run = Path(args.out) / name
         cli(["train", "--data", str(data), "--out", str(run), "--model", args.model,
              "--preset", args.preset, "--max-minutes", str(args.curve), "--max-steps", "100000",
-             *(["--augment"] if args.augment else [])])
+             *(["--augment"] if args.augment else []),
+             *(["--leakage", str(args.leakage)] if args.leakage else [])])
         cli(["enhance", str(run), str(data / "test" / "noisy"), "--out",
              str(run / "enhanced-test"), "--no-progress"])
         cli(["score", str(data / "test"), str(run / "enhanced-test")])

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from wildmix.losses import neg_sisnr, neg_snr, sisnr, sparsity
+from wildmix.losses import leakage, neg_sisnr, neg_snr, sisnr, sparsity
 
 
 def _noisy(snr_db: float, n: int = 16000, seed: int = 0):
@@ -82,3 +82,16 @@ def test_sparsity_range():
     silent = torch.zeros(4, 1000, requires_grad=True)
     sparsity(silent).backward()
     assert torch.isfinite(silent.grad).all()
+
+
+def test_leakage_is_the_energy_noise_outputs_give_to_mixture_0():
+    g = torch.Generator().manual_seed(0)
+    estimates = torch.randn(2, 4, 500, generator=g, dtype=torch.float64)
+    mixture = torch.randn(2, 500, generator=g, dtype=torch.float64)
+    mixing = torch.tensor([[[1, 1, 0, 1], [0, 0, 1, 0]],    # outputs 1 and 3 to mixture 0
+                           [[1, 0, 0, 0], [0, 1, 1, 1]]],   # none
+                          dtype=torch.float64)
+    got = leakage(estimates, mixing, mixture)
+    given = estimates[0, 1] + estimates[0, 3]
+    assert got[0].item() == pytest.approx(float(given @ given / (mixture[0] @ mixture[0])))
+    assert got[1].item() == 0.0

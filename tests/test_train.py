@@ -493,3 +493,24 @@ def test_mixit_with_the_teachers_noise_estimates(tiny_corpus, tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-4)
     with pytest.raises(ValueError, match="needs --init"):
         resolve(_config(tiny_corpus, tmp_path / "r", noise="teacher"))
+
+
+def test_mixit_leakage_penalty_adds_the_noise_outputs_energy_in_the_noisy_recording():
+    from wildmix.mixit import enhancement_constraint, mixit_loss
+
+    g = torch.Generator().manual_seed(0)
+    batch = torch.randn(3, 2, 800, generator=g)
+    net = torch.nn.Conv1d(1, 3, 5, padding=2)
+    model = lambda x: net(x[:, None])  # noqa: E731  (B, T) -> (B, 3, T)
+    allowed = enhancement_constraint(3)
+    plain = strategies.MixIT(allowed=allowed).loss(model, batch, 0)
+    penalised = strategies.MixIT(allowed=allowed, leakage=2.0).loss(model, batch, 0)
+    with torch.no_grad():
+        est = model(batch.sum(1))
+        mixing = mixit_loss(batch, est, allowed=allowed).mixing
+        given = (mixing[:, 0, 1:, None] * est[:, 1:]).sum(1)  # noise outputs in recording 0
+        ratio = given.pow(2).sum(-1) / batch[:, 0].pow(2).sum(-1)
+    assert ratio.min() > 0  # some noise output went to the recording
+    torch.testing.assert_close(penalised - plain, 2.0 * ratio.mean())
+    with pytest.raises(ValueError, match="--leakage is for MixIT enhancement"):
+        resolve(train.TrainConfig(data="d", strategy="supervised", clean="c", leakage=1.0))

@@ -269,6 +269,8 @@ _TRAIN_NUMBERS = (  # (flag, type, help) of plain numeric training settings
     ("--batch-size", int, ""), ("--segment-seconds", float, ""),
     ("--lr", float, "peak learning rate (default: 3e-3, 5e-4 when fine-tuning)"),
     ("--sparsity", float, "weight of the sparsity loss"),
+    ("--leakage", float, "MixIT enhancement: weight of the energy that the noise outputs give "
+                         "to the noisy recording"),
     ("--noise-augment", float, "probability of extra noise in the noisy mixture (Saito et "
                                "al.)"),
     ("--ema", float, "validate, choose and give an exponential moving average of the "

@@ -64,6 +64,9 @@ class TrainConfig:
     snr_max: float = 30.0
     search: str | None = None  # exact | efficient; default exact up to M=12
     sparsity: float = 0.0  # weight of the L1/L2 output-RMS sparsity loss
+    # MixIT enhancement: weight of the energy that noise outputs give to the noisy recording
+    # (speech leaking out of output 0)
+    leakage: float = 0.0
     noise_augment: float = 0.0  # probability of extra noise in the noisy mixture
     # supervised: speed, EQ and noise remixing of the clean speech; MixIT: speed and EQ of
     # each mixture
@@ -234,6 +237,8 @@ def _selection(c: TrainConfig) -> str | None:
 
 
 def _check_combination(c: TrainConfig) -> None:
+    if c.leakage and not (c.strategy == "mixit" and c.task == "enhance"):
+        raise ValueError("--leakage is for MixIT enhancement (output 0 is the speech)")
     if c.augment and c.strategy == "remixit":
         raise ValueError("--augment is for --supervised and MixIT training (RemixIT takes its "
                          "targets from the teacher)")

@@ -116,6 +116,25 @@ def sisnr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = EPS) -> 
     return -neg_sisnr(estimate, reference, eps=eps)
 
 
+def leakage(estimates: torch.Tensor, mixing: torch.Tensor, mixture: torch.Tensor,
+            eps: float = EPS) -> torch.Tensor:
+    """Energy that outputs 1.. give to mixture 0, over that mixture's energy.
+
+    In MixIT for enhancement, output 0 (speech) always goes to the noisy recording, and the
+    loss cannot tell whether the recording's speech is in output 0 or in a noise output
+    that the remix also gives to it. This ratio breaks the tie in favour of output 0.
+
+    Args:
+        estimates: ``(B, M, T)`` separated sources.
+        mixing: ``(B, N, M)`` the chosen 0/1 mixing matrices.
+        mixture: ``(B, T)`` mixture 0 (the noisy recording).
+    Returns:
+        ``(B,)``, 0 when output 0 alone explains mixture 0.
+    """
+    given = (mixing[:, 0, 1:, None] * estimates[:, 1:]).sum(1)  # (B, T)
+    return given.pow(2).sum(-1) / (mixture.pow(2).sum(-1) + eps)
+
+
 def sparsity(estimates: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """L1/L2 ratio of the outputs' RMS, a penalty on over-separation.
 

@@ -18,7 +18,7 @@ import torch
 
 from wildmix import losses
 from wildmix.config import interval_steps
-from wildmix.mixit import mixit_loss, pit_loss
+from wildmix.mixit import MixITResult, mixit_loss, pit_loss
 
 log = logging.getLogger("wildmix")
 
@@ -42,30 +42,35 @@ class Strategy:
 
 class MixIT(Strategy):
     """``batch (B, 2, T)`` reference mixtures; the model separates their sum (Wisdom et al.
-    2020), optionally with the sparsity penalty on its outputs."""
+    2020), optionally with the sparsity penalty on its outputs and, for enhancement, the
+    leakage penalty (:func:`wildmix.losses.leakage`) on the noise outputs that the remix gives
+    to the noisy recording."""
 
     def __init__(self, loss: str = "snr", search: str = "exact",
                  allowed: torch.Tensor | None = None, snr_max: float = 30.0,
-                 sparsity: float = 0.0):
+                 sparsity: float = 0.0, leakage: float = 0.0):
         self.loss_name, self.search, self.allowed = loss, search, allowed
-        self.snr_max, self.sparsity = snr_max, sparsity
+        self.snr_max, self.sparsity, self.leakage = snr_max, sparsity, leakage
 
     def loss(self, net, batch, step):
         estimates = net(batch.sum(1)).float()  # (B, M, T)
         if not torch.isfinite(estimates).all():
             return estimates.new_tensor(float("nan"))
-        loss = self.mixit(batch, estimates)
+        result = self.mixit(batch, estimates)
+        loss = result.loss
         if self.sparsity:
             loss = loss + self.sparsity * losses.sparsity(estimates).mean()
+        if self.leakage:
+            leak = losses.leakage(estimates, result.mixing.detach(), batch[:, 0])
+            loss = loss + self.leakage * leak.mean()
         return loss
 
     def mixit(self, mixtures: torch.Tensor, estimates: torch.Tensor,
-              reduction: str = "mean") -> torch.Tensor:
-        """The MixIT loss of ``estimates (B, M, T)`` against ``mixtures (B, N, T)``: a scalar,
-        or ``(B,)`` with ``reduction="none"``."""
+              reduction: str = "mean") -> MixITResult:
+        """MixIT of ``estimates (B, M, T)`` against ``mixtures (B, N, T)``: the loss (a scalar,
+        or ``(B,)`` with ``reduction="none"``) and the chosen mixing matrices."""
         return mixit_loss(mixtures, estimates, loss=self.loss_name, search=self.search,
-                          allowed=self.allowed, snr_max=self.snr_max,
-                          reduction=reduction).loss
+                          allowed=self.allowed, snr_max=self.snr_max, reduction=reduction)
 
 
 def speech_noise_loss(estimates: torch.Tensor, speech: torch.Tensor, noise: torch.Tensor,

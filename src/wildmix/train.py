@@ -146,7 +146,7 @@ def make_strategy(plan: Plan, device: torch.device) -> Strategy:
             loss=c.loss, snr_max=c.snr_max)
     allowed = enhancement_constraint(c.n_sources).to(device) if c.task == "enhance" else None
     return STRATEGIES["mixit"](loss=c.loss, search=c.search, allowed=allowed,
-                               snr_max=c.snr_max, sparsity=c.sparsity)
+                               snr_max=c.snr_max, sparsity=c.sparsity, leakage=c.leakage)
 
 
 # --- 3. checkpoints -----------------------------------------------------------------------
@@ -607,7 +607,7 @@ def validate(model, valid: ValidSets, device, batch_size: int, strategy: Strateg
             batch = torch.stack([valid.mixtures[i] for i in
                                  range(start, min(len(valid.mixtures), start + batch_size))])
             batch = batch.to(device)
-            values.append(strategy.mixit(batch, model(batch.sum(1)).float(), "none"))
+            values.append(strategy.mixit(batch, model(batch.sum(1)).float(), "none").loss)
         out["valid_mixit"] = float(torch.cat(values).mean())
     if valid.paired:
         est, noisy = [], []
