@@ -152,11 +152,14 @@ bench-separate: $(STAMP)
 	scripts/install-debs.sh $(PY) sounds sounds
 	$(PY) benchmarks/bench_separate.py --steps $(SEPARATE_STEPS)
 
-# slow: MixIT for QUALITY_MINUTES on the small corpus, valid SI-SNRi against time (PNG)
+# slow: MixIT for QUALITY_MINUTES on the small corpus, valid SI-SNRi against time (PNG);
+# CURVE_FLAGS: the training remedies under test (empty: plain MixIT)
 QUALITY_MINUTES ?= 60
+CURVE_FLAGS ?= --augment
 bench-curve: $(STAMP)
 	scripts/install-debs.sh $(PY) small speech
-	$(PY) benchmarks/bench_quality.py --curve $(QUALITY_MINUTES) --data $(DATA)/corpus-small
+	$(PY) benchmarks/bench_quality.py --curve $(QUALITY_MINUTES) $(CURVE_FLAGS) \
+		--data $(DATA)/corpus-small
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
