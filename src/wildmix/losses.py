@@ -122,7 +122,8 @@ def leakage(estimates: torch.Tensor, mixing: torch.Tensor, mixture: torch.Tensor
 
     In MixIT for enhancement, output 0 (speech) always goes to the noisy recording, and the
     loss cannot tell whether the recording's speech is in output 0 or in a noise output
-    that the remix also gives to it. This ratio breaks the tie in favour of output 0.
+    that the remix also gives to it. This ratio breaks the tie in favour of output 0 (as a
+    training penalty, weights 1 and 10 did not stop MixIT's drift: README, bench-curve).
 
     Args:
         estimates: ``(B, M, T)`` separated sources.
