@@ -514,3 +514,6 @@ def test_mixit_leakage_penalty_adds_the_noise_outputs_energy_in_the_noisy_record
     torch.testing.assert_close(penalised - plain, 2.0 * ratio.mean())
     with pytest.raises(ValueError, match="--leakage is for MixIT enhancement"):
         resolve(train.TrainConfig(data="d", strategy="supervised", clean="c", leakage=1.0))
+    for name, bad in (("leakage", -1.0), ("sparsity", float("nan"))):
+        with pytest.raises(ValueError, match=f"--{name} must be a weight >= 0"):
+            resolve(train.TrainConfig(data="d", noise="n", **{name: bad}))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 
 log = logging.getLogger("wildmix")
@@ -237,6 +238,9 @@ def _selection(c: TrainConfig) -> str | None:
 
 
 def _check_combination(c: TrainConfig) -> None:
+    for name in ("sparsity", "leakage"):  # loss weights: a negative one rewards the fault
+        if not math.isfinite(getattr(c, name)) or getattr(c, name) < 0:
+            raise ValueError(f"--{name} must be a weight >= 0, got {getattr(c, name)}")
     if c.leakage and not (c.strategy == "mixit" and c.task == "enhance"):
         raise ValueError("--leakage is for MixIT enhancement (output 0 is the speech)")
     if c.augment and c.strategy == "remixit":
