@@ -153,7 +153,8 @@ bench-separate: $(STAMP)
 	$(PY) benchmarks/bench_separate.py --steps $(SEPARATE_STEPS)
 
 # slow: MixIT for QUALITY_MINUTES on the small corpus, valid SI-SNRi against time (PNG);
-# CURVE_FLAGS: the training remedies under test (empty: plain MixIT)
+# CURVE_FLAGS: flags for wildmix train beyond its defaults (which include the overlap
+# penalty); CURVE_FLAGS="--augment --overlap 0" shows the drift that the penalty stops
 QUALITY_MINUTES ?= 60
 CURVE_FLAGS ?= --augment
 bench-curve: $(STAMP)

@@ -1,7 +1,7 @@
 """Quality of every training strategy against the baselines, on the built-in test split.
 
     python benchmarks/bench_quality.py [--steps 3000] [--remixit-steps 1500]   # the table
-    python benchmarks/bench_quality.py --curve 60 [--augment] [--leakage W]  # SI-SNRi vs time
+    python benchmarks/bench_quality.py --curve 60 [--augment] [--overlap W]  # SI-SNRi vs time
     python benchmarks/bench_quality.py --compare [--steps 2000]   # MixIT remedies
     python benchmarks/bench_quality.py --voices default runs/x    # per voice, valid + test
 
@@ -43,6 +43,10 @@ VARIANTS = {
     "mixit, default (-25..0 dB, M=3)": [],
     "supervised (clean targets)": ["--supervised"],
 }
+
+
+# --curve: the training weights that can be passed on to wildmix train
+CURVE_WEIGHTS = ("leakage", "overlap", "noise-augment")
 
 
 def curve(run: Path) -> list[tuple[float, int, float]]:
@@ -337,8 +341,9 @@ def main(argv=None) -> None:
     parser.add_argument("--plot-only", nargs="*", help="draw the curve of existing runs")
     parser.add_argument("--augment", action="store_true",
                         help="--curve: train with wildmix train --augment (speed and EQ)")
-    parser.add_argument("--leakage", type=float, default=0.0,
-                        help="--curve: train with wildmix train --leakage W")
+    for flag in CURVE_WEIGHTS:
+        parser.add_argument(f"--{flag}", type=float,
+                            help=f"--curve: train with wildmix train --{flag} W")
     parser.add_argument("--by-voice", action="store_true",
                         help="only print SI-SNRi per test voice of an existing report")
     parser.add_argument("--voices", nargs="+", metavar="MODEL",
@@ -381,13 +386,15 @@ def main(argv=None) -> None:
         data = Path(args.data)
         if not (data / "manifest.jsonl").exists():
             cli(["corpus", "build", str(data), "--size", "small"])
+        weights = {flag: getattr(args, flag.replace("-", "_")) for flag in CURVE_WEIGHTS}
         name = (f"{args.model}-{args.preset}-{args.curve:g}min" + ("-augment" * args.augment)
-                + (f"-leakage{args.leakage:g}" if args.leakage else ""))
+                + "".join(f"-{flag}{w:g}" for flag, w in weights.items() if w is not None))
         run = Path(args.out) / name
         cli(["train", "--data", str(data), "--out", str(run), "--model", args.model,
              "--preset", args.preset, "--max-minutes", str(args.curve), "--max-steps", "100000",
              *(["--augment"] if args.augment else []),
-             *(["--leakage", str(args.leakage)] if args.leakage else [])])
+             *[a for flag, w in weights.items() if w is not None
+               for a in (f"--{flag}", str(w))]])
         cli(["enhance", str(run), str(data / "test" / "noisy"), "--out",
              str(run / "enhanced-test"), "--no-progress"])
         cli(["score", str(data / "test"), str(run / "enhanced-test")])

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from wildmix.losses import leakage, neg_sisnr, neg_snr, sisnr, sparsity
+from wildmix.losses import leakage, neg_sisnr, neg_snr, overlap, sisnr, sparsity
 
 
 def _noisy(snr_db: float, n: int = 16000, seed: int = 0):
@@ -95,3 +95,31 @@ def test_leakage_is_the_energy_noise_outputs_give_to_mixture_0():
     given = estimates[0, 1] + estimates[0, 3]
     assert got[0].item() == pytest.approx(float(given @ given / (mixture[0] @ mixture[0])))
     assert got[1].item() == 0.0
+
+
+def _tone(hz: float, n: int = 16000, sr: int = 16000) -> torch.Tensor:
+    return torch.sin(2 * math.pi * hz * torch.arange(n, dtype=torch.float64) / sr)
+
+
+def test_overlap_closed_forms():
+    speech, noise = _tone(500), _tone(3000)  # tones two octaves apart share (almost) no bin
+    assert overlap(torch.stack([speech, noise])[None]).item() < 2e-3
+    # half of output 1's energy in bins of output 0 (and all of output 0's): 1 / sqrt(2)
+    both = torch.stack([speech + noise, noise])[None]
+    assert overlap(both, floor=0).item() == pytest.approx(2 ** -0.5, rel=1e-3)
+    y = torch.randn(4000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    copies = torch.stack([y, 0.5 * y, 2 * y, 0 * y])[None]  # scaled copies, and silence
+    assert overlap(copies[:, :3], "first", floor=0).item() == pytest.approx(1.0)
+    # the floor: 1e-3 of the mean energy (1 + 0.25 + 4 + 0) / 4 under each root
+    f = 1e-3 * 5.25 / 4
+    pair = [0.5 / (0.5 + f), 2 / (2 + f), 0.0, 1 / (1 + f), 0.0, 0.0]  # 01 02 03 12 13 23
+    assert overlap(copies, "all").item() == pytest.approx(sum(pair) / 6, rel=1e-6)
+    with pytest.raises(ValueError, match="pairs"):
+        overlap(copies, "some")
+
+
+def test_overlap_of_silence_is_zero_with_finite_gradient():
+    silent = torch.zeros(2, 3, 1000, requires_grad=True)
+    value = overlap(silent, "all")
+    value.sum().backward()
+    assert value.tolist() == [0.0, 0.0] and torch.isfinite(silent.grad).all()

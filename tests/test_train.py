@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import threading
@@ -493,6 +494,37 @@ def test_mixit_with_the_teachers_noise_estimates(tiny_corpus, tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-4)
     with pytest.raises(ValueError, match="needs --init"):
         resolve(_config(tiny_corpus, tmp_path / "r", noise="teacher"))
+
+
+def test_mixit_overlap_penalty_breaks_the_tie_that_the_remix_cannot_see():
+    from wildmix.mixit import enhancement_constraint
+
+    t = torch.arange(16000) / 16000
+    speech, noise, other = (torch.sin(2 * math.pi * hz * t) for hz in (500.0, 3000.0, 6000.0))
+    batch = torch.stack([speech + noise, other])[None]  # noisy recording, noise-only clip
+    kept = torch.stack([speech, noise, other])[None]  # the speech in output 0
+    leaked = torch.stack([0.7 * speech, 0.3 * speech + noise, other])[None]  # 30% leaked
+    plain = strategies.MixIT(allowed=enhancement_constraint(3))
+    penalised = strategies.MixIT(allowed=enhancement_constraint(3), overlap=1.0)
+    loss = {name: [s.loss(lambda x, e=est: e, batch, 2000).item() for s in (plain, penalised)]
+            for name, est in (("kept", kept), ("leaked", leaked))}
+    assert loss["kept"][0] == pytest.approx(loss["leaked"][0], abs=1e-4)  # the remix is blind
+    # the overlap penalty is not: (0.7 * 0.3) / sqrt(0.7^2 (0.3^2 + 1)) for output 1, 0 for 2
+    expected = 0.21 / (0.7 * 1.09 ** 0.5) / 2
+    assert loss["leaked"][1] - loss["kept"][1] == pytest.approx(expected, abs=2e-3)
+    # off for the first 1000 steps, then half the weight at 1500
+    at = [penalised.loss(lambda x: leaked, batch, step).item() for step in (0, 1000, 1500)]
+    assert at[0] == at[1] == pytest.approx(loss["leaked"][0])
+    assert at[2] - at[0] == pytest.approx(expected / 2, abs=1e-3)
+    with pytest.raises(ValueError, match="--overlap is for MixIT"):
+        resolve(train.TrainConfig(data="d", strategy="supervised", clean="c", overlap=1.0))
+    with pytest.raises(ValueError, match="--overlap must be a weight >= 0"):
+        resolve(train.TrainConfig(data="d", noise="n", overlap=-0.5))
+    # on by default for MixIT enhancement only
+    default = {kw.get("task", kw.get("strategy")): resolve(train.TrainConfig(data="d", **kw))
+               .config.overlap for kw in ({"noise": "n"}, {"task": "separate"},
+                                          {"strategy": "supervised", "clean": "c"})}
+    assert default == {None: 30.0, "separate": 0.0, "supervised": 0.0}
 
 
 def test_mixit_leakage_penalty_adds_the_noise_outputs_energy_in_the_noisy_recording():

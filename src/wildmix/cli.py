@@ -271,6 +271,8 @@ _TRAIN_NUMBERS = (  # (flag, type, help) of plain numeric training settings
     ("--sparsity", float, "weight of the sparsity loss"),
     ("--leakage", float, "MixIT enhancement: weight of the energy that the noise outputs give "
                          "to the noisy recording"),
+    ("--overlap", float, "MixIT: weight of the time-frequency overlap of the outputs, from "
+                         "step 1000 (default: 30 for enhancement, 0 for separation)"),
     ("--noise-augment", float, "probability of extra noise in the noisy mixture (Saito et "
                                "al.)"),
     ("--ema", float, "validate, choose and give an exponential moving average of the "

@@ -68,6 +68,10 @@ class TrainConfig:
     # MixIT enhancement: weight of the energy that noise outputs give to the noisy recording
     # (speech leaking out of output 0)
     leakage: float = 0.0
+    # MixIT: weight (dB for a full overlap) of the time-frequency overlap of the outputs
+    # (enhancement: speech output against each noise output; separation: every pair), from
+    # step 1000; default 30 for MixIT enhancement (it stops MixIT's drift), else 0
+    overlap: float | None = None
     noise_augment: float = 0.0  # probability of extra noise in the noisy mixture
     # supervised: speed, EQ and noise remixing of the clean speech; MixIT: speed and EQ of
     # each mixture
@@ -213,6 +217,8 @@ def _fill_defaults(c: TrainConfig) -> None:
         c.relative_gain_db = (-25.0, 0.0) if c.task == "enhance" else (-5.0, 5.0)
     if c.search is None:
         c.search = "exact" if c.n_sources <= 12 else "efficient"
+    if c.overlap is None:
+        c.overlap = 30.0 if c.strategy == "mixit" and c.task == "enhance" else 0.0
     c.relative_gain_db = tuple(c.relative_gain_db)
     c.augment_speed = tuple(c.augment_speed)
 
@@ -238,11 +244,14 @@ def _selection(c: TrainConfig) -> str | None:
 
 
 def _check_combination(c: TrainConfig) -> None:
-    for name in ("sparsity", "leakage"):  # loss weights: a negative one rewards the fault
+    # loss weights: a negative one rewards the fault it is meant to penalise
+    for name in ("sparsity", "leakage", "overlap"):
         if not math.isfinite(getattr(c, name)) or getattr(c, name) < 0:
             raise ValueError(f"--{name} must be a weight >= 0, got {getattr(c, name)}")
     if c.leakage and not (c.strategy == "mixit" and c.task == "enhance"):
         raise ValueError("--leakage is for MixIT enhancement (output 0 is the speech)")
+    if c.overlap and c.strategy != "mixit":
+        raise ValueError("--overlap is for MixIT training")
     if c.augment and c.strategy == "remixit":
         raise ValueError("--augment is for --supervised and MixIT training (RemixIT takes its "
                          "targets from the teacher)")

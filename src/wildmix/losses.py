@@ -136,6 +136,43 @@ def leakage(estimates: torch.Tensor, mixing: torch.Tensor, mixture: torch.Tensor
     return given.pow(2).sum(-1) / (mixture.pow(2).sum(-1) + eps)
 
 
+def overlap(estimates: torch.Tensor, pairs: str = "first", n_fft: int = 512,
+            floor: float = 1e-3, eps: float = EPS) -> torch.Tensor:
+    """Time-frequency overlap of outputs: the cosine of their STFT magnitudes,
+    ``sum |Y_i| |Y_j| / sqrt(E_i E_j)`` over the bins, averaged over the pairs.
+
+    0 for outputs that share no bin, 1 for scaled copies; it does not change when an output
+    is scaled, so turning an output down does not lower it. In MixIT for enhancement the remix
+    cannot tell speech in output 0 from speech that a noise output carries to the same
+    recording (MixIT's drift); moving each bin into the output that dominates it lowers this
+    overlap and leaves the remix unchanged. ``floor`` times the outputs' mean energy is added
+    under the root, so a silent output overlaps nothing.
+
+    Args:
+        estimates: ``(B, M, T)``.
+        pairs: ``"first"``: output 0 with each other output (speech against noise);
+            ``"all"``: every pair ``i < j``.
+    Returns:
+        ``(B,)`` in [0, 1].
+    """
+    b, m, t = estimates.shape
+    window = torch.hann_window(n_fft, device=estimates.device, dtype=estimates.dtype)
+    stft = torch.stft(estimates.reshape(b * m, t), n_fft, n_fft // 2, window=window,
+                      return_complex=True)
+    power = torch.view_as_real(stft).pow(2).sum(-1).reshape(b, m, -1)  # (B, M, F*K)
+    spec = (power + eps * eps).sqrt() - eps  # |Y|, 0 at 0 with a finite gradient there
+    gram = spec @ spec.transpose(1, 2)  # (B, M, M)
+    energy = gram.diagonal(dim1=1, dim2=2)  # (B, M)
+    scale = (energy[:, :, None] * energy[:, None, :] + eps * eps).sqrt()
+    cos = gram / (scale + floor * energy.mean(1)[:, None, None] + eps)
+    if pairs == "first":
+        return cos[:, 0, 1:].mean(1)
+    if pairs == "all":
+        i, j = torch.triu_indices(m, m, 1, device=estimates.device)
+        return cos[:, i, j].mean(1)
+    raise ValueError(f"pairs must be 'first' or 'all', got {pairs!r}")
+
+
 def sparsity(estimates: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """L1/L2 ratio of the outputs' RMS, a penalty on over-separation.
 

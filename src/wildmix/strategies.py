@@ -44,13 +44,19 @@ class MixIT(Strategy):
     """``batch (B, 2, T)`` reference mixtures; the model separates their sum (Wisdom et al.
     2020), optionally with the sparsity penalty on its outputs and, for enhancement, the
     leakage penalty (:func:`wildmix.losses.leakage`) on the noise outputs that the remix gives
-    to the noisy recording."""
+    to the noisy recording, and the overlap penalty (:func:`wildmix.losses.overlap`; output 0
+    against the others when ``allowed`` is given, every pair otherwise). The overlap penalty
+    only consolidates a split the network has already learned: it is off for the first
+    ``overlap_start`` steps and reaches its weight after as many again (from the first step,
+    it decides which output gets the speech and output 0 can lose it)."""
 
     def __init__(self, loss: str = "snr", search: str = "exact",
                  allowed: torch.Tensor | None = None, snr_max: float = 30.0,
-                 sparsity: float = 0.0, leakage: float = 0.0):
+                 sparsity: float = 0.0, leakage: float = 0.0, overlap: float = 0.0,
+                 overlap_start: int = 1000):
         self.loss_name, self.search, self.allowed = loss, search, allowed
         self.snr_max, self.sparsity, self.leakage = snr_max, sparsity, leakage
+        self.overlap, self.overlap_start = overlap, overlap_start
 
     def loss(self, net, batch, step):
         estimates = net(batch.sum(1)).float()  # (B, M, T)
@@ -63,6 +69,10 @@ class MixIT(Strategy):
         if self.leakage:
             leak = losses.leakage(estimates, result.mixing.detach(), batch[:, 0])
             loss = loss + self.leakage * leak.mean()
+        weight = self.overlap * min(1.0, max(0.0, step / max(1, self.overlap_start) - 1.0))
+        if weight:
+            shared = losses.overlap(estimates, "all" if self.allowed is None else "first")
+            loss = loss + weight * shared.mean()  # a full overlap costs `weight` dB
         return loss
 
     def mixit(self, mixtures: torch.Tensor, estimates: torch.Tensor,

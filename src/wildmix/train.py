@@ -146,7 +146,8 @@ def make_strategy(plan: Plan, device: torch.device) -> Strategy:
             loss=c.loss, snr_max=c.snr_max)
     allowed = enhancement_constraint(c.n_sources).to(device) if c.task == "enhance" else None
     return STRATEGIES["mixit"](loss=c.loss, search=c.search, allowed=allowed,
-                               snr_max=c.snr_max, sparsity=c.sparsity, leakage=c.leakage)
+                               snr_max=c.snr_max, sparsity=c.sparsity, leakage=c.leakage,
+                               overlap=c.overlap)
 
 
 # --- 3. checkpoints -----------------------------------------------------------------------
