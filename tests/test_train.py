@@ -525,6 +525,14 @@ def test_mixit_overlap_penalty_breaks_the_tie_that_the_remix_cannot_see():
                .config.overlap for kw in ({"noise": "n"}, {"task": "separate"},
                                           {"strategy": "supervised", "clean": "c"})}
     assert default == {None: 30.0, "separate": 0.0, "supervised": 0.0}
+    # wildmix adapt: the same default for MixIT, 0 turns it off, RemixIT refuses it
+    from wildmix.config import adapt_config
+
+    adapted = [resolve(adapt_config("d", "o", start=None, strategy="mixit", noise="n",
+                                    overlap=w)).config.overlap for w in (None, 0.0)]
+    assert adapted == [30.0, 0.0]
+    with pytest.raises(ValueError, match="--overlap is for MixIT"):
+        resolve(adapt_config("d", "o", strategy="remixit", overlap=1.0))
 
 
 def test_mixit_leakage_penalty_adds_the_noise_outputs_energy_in_the_noisy_recording():

@@ -121,7 +121,7 @@ def _adapt(args) -> int:
                           noise=args.noise, valid=args.valid, select=args.select,
                           max_steps=args.max_steps,
                           max_minutes=args.max_minutes, lr=args.lr, seed=args.seed,
-                          device=args.device, ema=args.ema)
+                          device=args.device, ema=args.ema, overlap=args.overlap)
     summary = train(config, progress=not args.no_progress)
     print(f"{summary.out}: adapted {args.start} with {args.strategy} for {summary.step} steps"
           + (f" (stopped by {summary.stopped}; rerun to resume)" if summary.stopped else "")
@@ -378,6 +378,9 @@ def _add_adapt(commands) -> None:
     ad.add_argument("--ema", type=float, default=d["ema"],
                     help="keep an exponential moving average of the weights with this decay; "
                          "0: the trained weights (default: %(default)s)")
+    ad.add_argument("--overlap", type=float, default=d["overlap"],
+                    help="mixit: weight of the overlap penalty from step 1000 (default: 30; "
+                         "0 turns it off)")
     ad.add_argument("--seed", type=int, default=d["seed"])
     ad.add_argument("--device", default=d["device"])
     ad.add_argument("--no-progress", action="store_true")

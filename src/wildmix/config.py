@@ -295,16 +295,18 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
                  noise: str | None = None, valid: str | None = None, select: str = "auto",
                  max_steps: int = 3000,
                  max_minutes: float | None = 20.0, lr: float | None = None, seed: int = 0,
-                 device: str | None = None, ema: float = TrainConfig.ema) -> TrainConfig:
+                 device: str | None = None, ema: float = TrainConfig.ema,
+                 overlap: float | None = None) -> TrainConfig:
     """The training settings of ``wildmix adapt``: RemixIT from ``start`` (recordings only),
-    or MixIT fine-tuning from it with ``noise`` clips (default: "auto", found by a VAD).
+    or MixIT fine-tuning from it with ``noise`` clips (default: "auto", found by a VAD) and
+    the ``overlap`` penalty (None: :class:`TrainConfig`'s default).
 
     Raises:
         ValueError: an unknown strategy.
     """
     common = dict(data=data, out=out, valid=valid, select=select, max_steps=max_steps,
                   max_minutes=max_minutes, seed=seed, device=device, task="enhance", lr=lr,
-                  ema=ema)
+                  ema=ema, overlap=overlap)
     if strategy == "remixit":
         if noise:
             log.warning("--noise is for --strategy mixit; RemixIT takes the noise from the "
