@@ -1,9 +1,14 @@
 """Adaptation to a user's noisy recordings, without labels, on real voices; peers beside.
 
-    python benchmarks/bench_adapt.py [--minutes 6] [--situations real small]
+    python benchmarks/bench_adapt.py [--minutes 6] [--situations new-noise real small]
 
 Situations built like a user's:
 
+- new-noise: the voices, files and SNRs of 'real' below, each clean file mixed again with
+  noise that no wildmix corpus or model has used: vehicles and machines (OpenTTD's sound
+  set), music (X-Moto) and water, fire and tools (Minetest), sounds of 1 s or more,
+  alternate sounds to the recordings and to the test set. The shipped model has never
+  heard these noises, as a user's recordings would be new to it.
 - real: the real-voice test split of the 'real' corpus (voices, languages and noise files
   that no shipped model trained on), its nine voices split in two. The noisy files of five
   voices are the user's folder of recordings (no labels); the noise parts of those same
@@ -16,7 +21,9 @@ Methods, each starting from the shipped model with the same time budget (``--min
 `wildmix adapt` with RemixIT (recordings only, the default), with RemixIT choosing best.pt
 by DNSMOS on held-back recordings (recordings only, label-free), with MixIT and VAD-found
 noise (recordings only), with MixIT whose noise-only mixtures are the shipped model's noise
-estimates of the recordings (recordings only), and with MixIT and the noise clips. Beside
+estimates of the recordings (recordings only), with MixIT on the pauses of the recordings
+where the shipped model hears no speech (recordings only), and with MixIT and the noise
+clips. Beside
 them: the noisy input, the shipped model, NSNet2 and RNNoise. One table per situation
 (SI-SNRi, PESQ, ESTOI with 95% CIs, then per voice), the issue's targets checked, and the
 rank correlation between
@@ -28,24 +35,44 @@ that are in neither the recordings nor the test set).
 from __future__ import annotations
 
 import argparse
+import glob
+import io
 import json
 import os
+import struct
 from pathlib import Path
 
 import bench_quality
 import numpy as np
 
 REAL_ADAPT_VOICES = 5  # of the 9 test voices (sorted, every other one): the recordings
+NEW_NOISE = {  # Debian package -> its sounds: noise that no wildmix corpus or model has used
+    "openttd-opensfx": "/usr/share/games/openttd/baseset/opensfx/opensfx.cat",  # vehicles
+    "xmoto-data": "/usr/share/games/xmoto/Textures/Musics/*.ogg",  # music
+    "minetest-data": "/usr/share/games/minetest/games/minetest_game/mods/*/sounds/*.ogg",
+}
+RECORDINGS_ONLY = ("adapt-remixit", "adapt-remixit-dnsmos", "adapt-mixit-vad",
+                   "adapt-mixit-teacher", "adapt-mixit-pauses")  # methods without noise clips
+MIN_NOISE_SECONDS = 1.0  # shorter sounds (footsteps, clicks) would loop into a buzz
+
+
+def split_voices(corpus: Path, split: str = "test") -> tuple[list[dict], set[str]]:
+    """A split's records of the 'real' corpus and its voices (every other one) that are the
+    user's recordings."""
+    records = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text()
+               .splitlines()[1:]]
+    test = [r for r in records if r.get("split") == split and "voice" in r]
+    voices = sorted({r["voice"] for r in test})
+    adapt = set(voices[::2])
+    assert split != "test" or len(adapt) == REAL_ADAPT_VOICES, voices
+    print(f"recordings of {', '.join(sorted(adapt))}; test set: "
+          f"{', '.join(v for v in voices if v not in adapt)}")
+    return test, adapt
 
 
 def build_real(corpus: Path, out: Path) -> Path:
     """The 'real' situation as a folder of links: recordings/, noise/, test/{noisy,clean}."""
-    records = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text()
-               .splitlines()[1:]]
-    test = [r for r in records if r.get("split") == "test" and "voice" in r]
-    voices = sorted({r["voice"] for r in test})
-    adapt = set(voices[::2])
-    assert len(adapt) == REAL_ADAPT_VOICES, voices
+    test, adapt = split_voices(corpus)
     for r in test:
         targets = ({"recordings": r["files"]["noisy"], "noise": r["files"]["noise"]}
                    if r["voice"] in adapt else
@@ -55,8 +82,83 @@ def build_real(corpus: Path, out: Path) -> Path:
             link.parent.mkdir(parents=True, exist_ok=True)
             if not link.is_symlink():
                 os.symlink((corpus / rel).resolve(), link)
-    print(f"real situation in {out}: recordings and noise of {', '.join(sorted(adapt))}; "
-          f"test set: {', '.join(v for v in voices if v not in adapt)}")
+    return out
+
+
+def opensfx(path: Path) -> list[tuple[str, bytes]]:
+    """The WAV files inside OpenTTD's sound set: a table of (offset, size) pairs with the
+    high bit set, then at each offset a name (its length in the first byte) and the WAV."""
+    data = path.read_bytes()
+    count = (struct.unpack_from("<I", data)[0] & 0x7FFFFFFF) // 8
+    sounds = []
+    for k in range(count):
+        offset, size = struct.unpack_from("<II", data, 8 * k)
+        offset &= 0x7FFFFFFF
+        sounds.append((f"{path.name}#{k}", data[offset + 1 + data[offset]:offset + size]))
+    return sounds
+
+
+def new_noises(sample_rate: int) -> list[tuple[str, np.ndarray]]:
+    """Every sound of NEW_NOISE at least MIN_NOISE_SECONDS long, mono at ``sample_rate``."""
+    import soundfile as sf
+
+    from wildmix import audio
+
+    sounds = []
+    for package, pattern in NEW_NOISE.items():
+        paths = sorted(glob.glob(pattern))
+        if not paths:
+            raise SystemExit(f"no {pattern}: install the Debian package {package}")
+        for path in paths:
+            entries = opensfx(Path(path)) if path.endswith(".cat") else [(path, path)]
+            for name, source in entries:
+                try:
+                    x, sr = sf.read(io.BytesIO(source) if isinstance(source, bytes) else source,
+                                    dtype="float32", always_2d=True)
+                except sf.LibsndfileError:  # the set's empty placeholder entries
+                    continue
+                x = audio.resample(audio.to_mono(x), sr, sample_rate)
+                if len(x) >= MIN_NOISE_SECONDS * sample_rate and audio.rms(x) > 1e-4:
+                    sounds.append((f"{package}:{name}", x))
+    return sounds
+
+
+def build_new(corpus: Path, out: Path, split: str = "test") -> Path:
+    """The 'new-noise' situation: the same voices and SNRs as 'real', each clean file mixed
+    again with a sound of NEW_NOISE (alternate sounds to the recordings and to the test set,
+    so the two share kinds of noise but no file), as real files with a sources.json.
+    ``split="valid"``, for choosing settings: the 'real' corpus's valid voices, with sounds
+    of the recordings' half only, so that no test voice or test noise file is in it."""
+    from wildmix import audio
+
+    if (out / "sources.json").exists():
+        return out
+    sr = json.loads((corpus / "manifest.jsonl").open().readline())["header"]["sample_rate"]
+    test, adapt = split_voices(corpus, split)
+    sounds = new_noises(sr)
+    pools = ({True: sounds[::2], False: sounds[1::2]} if split == "test" else
+             {True: sounds[::4], False: sounds[2::4]})
+    used = {}
+    for k, r in enumerate(test):
+        rng = np.random.default_rng(k)
+        clean = audio.read(corpus / r["files"]["clean"]).astype(np.float64)
+        name, x = pools[r["voice"] in adapt][int(rng.integers(len(pools[r["voice"] in adapt])))]
+        x = np.tile(x, len(clean) // len(x) + 1)
+        start = int(rng.integers(len(x) - len(clean) + 1))
+        noise = x[start:start + len(clean)].astype(np.float64)
+        noise *= np.sqrt(np.sum(clean ** 2) / (np.sum(noise ** 2) * 10 ** (r["snr_db"] / 10)))
+        peak = max(1.0, np.abs(clean + noise).max() / 0.99)
+        clean, noise = (clean / peak).astype(np.float32), (noise / peak).astype(np.float32)
+        file = r["name"] + ".wav"
+        parts = ({"recordings": clean + noise, "noise": noise} if r["voice"] in adapt else
+                 {"test/noisy": clean + noise, "test/clean": clean})
+        for folder, y in parts.items():
+            audio.write(out / folder / file, y, sr)
+        used[file] = name
+    packages = {p: f"/usr/share/doc/{p}/copyright" for p in NEW_NOISE}
+    (out / "sources.json").write_text(json.dumps({"licences": packages, "noise": used},
+                                                 indent=1))
+    print(f"new-noise situation in {out}: {len(sounds)} sounds of {', '.join(NEW_NOISE)}")
     return out
 
 
@@ -68,17 +170,22 @@ def methods(folder: Path, noise: Path, minutes: float) -> dict[str, list[str]]:
         "adapt-remixit-dnsmos": [*common, "--select", "dnsmos"],
         "adapt-mixit-vad": [*common, "--strategy", "mixit", "--noise", "auto"],
         "adapt-mixit-teacher": [*common, "--strategy", "mixit", "--noise", "teacher"],
+        "adapt-mixit-pauses": [*common, "--strategy", "mixit", "--noise", "pauses"],
         "adapt-mixit-noise": [*common, "--strategy", "mixit", "--noise", str(noise)],
     }
 
 
 def situation(cli, name: str, recordings: Path, noise: Path, test: Path, corpus: Path,
               runs: Path, report: Path, minutes: float) -> dict:
-    plan = methods(recordings, noise, minutes)
-    for run, args in plan.items():
-        cli(["adapt", "--out", str(runs / run), *args])
+    done = []
+    for run, args in methods(recordings, noise, minutes).items():
+        try:
+            cli(["adapt", "--out", str(runs / run), *args])
+            done.append(run)
+        except SystemExit as e:  # a method that cannot run here is a result too
+            print(f"{run}: {e} (its line above says why)")
     cli(["evaluate", "--data", str(test), "--out", str(report), "--baseline",
-         "noisy,nsnet2,rnnoise", "--model", "default", *[str(runs / r) for r in plan],
+         "noisy,nsnet2,rnnoise", "--model", "default", *[str(runs / r) for r in done],
          "--no-progress"])
     print(f"\n## {name}: {recordings} (recordings), {test} (test)\n")
     print((report / "results.md").read_text())
@@ -91,14 +198,18 @@ def check(name: str, summary: dict) -> None:
             for m, entry in summary.items()}
     start = mean["default"]
     print(f"\ntargets, {name}:")
-    for run in ("adapt-remixit", "adapt-remixit-dnsmos", "adapt-mixit-vad",
-                "adapt-mixit-teacher"):
+    for run in (*RECORDINGS_ONLY, "adapt-mixit-noise"):
+        if run not in mean:
+            print(f"  MISSED  {run}: did not run (see above)")
+    for run in (r for r in RECORDINGS_ONLY if r in mean):
         gain = mean[run]["si_snri"] - start["si_snri"]
         kept = all(mean[run][m] >= start[m] for m in ("pesq", "estoi"))
         ok = gain >= 1.5 and kept
         print(f"  {'met ' if ok else 'MISSED'}  {run} (recordings only): {gain:+.2f} dB over "
               f"the shipped model (target +1.5), PESQ {mean[run]['pesq']:.2f} vs "
               f"{start['pesq']:.2f}, ESTOI {mean[run]['estoi']:.3f} vs {start['estoi']:.3f}")
+    if "adapt-mixit-noise" not in mean:
+        return
     gap = mean["adapt-mixit-noise"]["si_snri"] - mean["nsnet2"]["si_snri"]
     print(f"  {'met ' if gap >= 1 else 'MISSED'}  adapt-mixit-noise (with noise clips): "
           f"{gap:+.2f} dB over NSNet2 (target +1)")
@@ -135,8 +246,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=6.0,
                         help="time budget of each adaptation (default: %(default)s)")
-    parser.add_argument("--situations", nargs="+", default=["real", "small"],
-                        choices=["real", "small"])
+    parser.add_argument("--situations", nargs="+", default=["new-noise", "real", "small"],
+                        choices=["new-noise", "real", "small", "new-noise-valid"])
     parser.add_argument("--real-data", default="data/corpus-real")
     parser.add_argument("--small-data", default="data/corpus-small")
     parser.add_argument("--out", default="runs/adapt-bench")
@@ -160,6 +271,17 @@ def main(argv=None) -> None:
         check("real", situation(cli, "real voices", folder / "recordings", folder / "noise",
                                 folder / "test", real, out / "real", report / "real",
                                 args.minutes))
+    if "new-noise" in args.situations:
+        folder = build_new(real, out / "new-noise-situation")
+        check("new-noise", situation(cli, "real voices in new noise", folder / "recordings",
+                                     folder / "noise", folder / "test", real,
+                                     out / "new-noise", report / "new-noise", args.minutes))
+    if "new-noise-valid" in args.situations:  # for choosing settings, not in the default
+        folder = build_new(real, out / "new-noise-valid-situation", split="valid")
+        check("new-noise-valid", situation(
+            cli, "valid voices in new noise", folder / "recordings", folder / "noise",
+            folder / "test", real, out / "new-noise-valid", report / "new-noise-valid",
+            args.minutes))
     if "small" in args.situations:
         check("small", situation(cli, "built-in small corpus", small / "train" / "noisy",
                                  small / "train" / "noise", small / "test", small,

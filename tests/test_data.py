@@ -184,6 +184,36 @@ def test_harvest_noise_finds_only_speech_free_stretches(tiny_corpus, tmp_path, c
     assert "noise found without speech (VAD)" in capsys.readouterr().out
 
 
+def test_pauses_are_the_quiet_frames_away_from_speech():
+    """Hand-placed bursts: 0.5-1.0 s and 1.5-2.0 s loud, a -40 dB murmur between them, 2.5 s
+    in all; with a -30 dB floor and a 0.1 s margin the pauses are exactly [0, 0.4),
+    [1.1, 1.4) and [2.1, 2.5) s."""
+    sr = 16000
+    t = np.arange(int(2.5 * sr)) / sr
+    speech = np.where(((t >= 0.5) & (t < 1.0)) | ((t >= 1.5) & (t < 2.0)), 0.5,
+                      np.where((t >= 1.0) & (t < 1.5), 0.005, 0.0)) * np.sin(2 * np.pi * 200 * t)
+    got = data.pauses(speech.astype(np.float32), sr, floor_db=-30, margin_seconds=0.1)
+    expected = (t < 0.4) | ((t >= 1.1) & (t < 1.4)) | (t >= 2.1)
+    np.testing.assert_array_equal(got, expected)
+    assert not data.pauses(speech, sr, floor_db=-50)[(t > 0.9) & (t < 1.6)].any()  # murmur
+    assert not data.pauses(np.zeros(100, np.float32), sr).any()  # shorter than a frame
+
+
+def test_join_stretches_keeps_the_masked_samples_with_short_fades():
+    sr = 1000
+    x = np.arange(1, 5001, dtype=np.float32)
+    mask = np.zeros(5000, bool)
+    mask[100:1100] = True
+    mask[3000:5000] = True
+    y = data.join_stretches(x, mask, sr, fade_seconds=0.01)
+    assert len(y) == 3000
+    np.testing.assert_array_equal(y[10:990], x[110:1090])  # untouched between the fades
+    np.testing.assert_array_equal(y[1010:2990], x[3010:4990])
+    assert y[0] == 0 and y[999] == 0 and y[1000] == 0  # each stretch fades in and out
+    np.testing.assert_allclose(y[5], x[105] * 5 / 9, rtol=1e-6)
+    assert len(data.join_stretches(x, np.zeros(5000, bool), sr)) == 0
+
+
 def test_noise_augment_adds_noise_to_first_mixture(salted):
     index = data.index_folder(salted)
     speech = [c for c in index.clips if c.path.endswith("mono16k.wav")]  # 440 Hz

@@ -496,6 +496,39 @@ def test_mixit_with_the_teachers_noise_estimates(tiny_corpus, tmp_path):
         resolve(_config(tiny_corpus, tmp_path / "r", noise="teacher"))
 
 
+def test_mixit_with_the_pauses_the_start_model_hears(tiny_corpus, tmp_path):
+    """--noise pauses: the stretches where the shipped model hears no speech, joined and
+    looped to a training segment; measured against the clean speech, they hold noise."""
+    from wildmix import audio
+    from wildmix.enhance import Enhancer
+
+    recordings = tiny_corpus / "train" / "noisy"
+    out = tmp_path / "run"
+    c = _config(tiny_corpus, out, data=str(recordings), valid=None, strategy="mixit",
+                noise="pauses", init="default", max_steps=2, valid_every=10**6)
+    assert train.train(c, progress=False).step == 2
+    written = sorted((out / "pause-noise").glob("*.wav"))
+    clips = train.wdata.index_folder(recordings).clips
+    assert len(written) >= len(clips) // 2 and (out / "pause-noise" / ".complete").exists()
+    speech = noise = 0.0
+    for file in written:
+        clip = clips[int(file.stem)]
+        x = audio.read(clip.path)
+        clean = audio.read(tiny_corpus / "train" / "clean" / os.path.basename(clip.path))
+        y = audio.read(file)
+        assert len(y) >= c.segment_seconds * clip.sample_rate
+        # the clip is the recording's pauses: the mask of the model's own speech estimate
+        mask = train.wdata.pauses(Enhancer.default().separate(x, clip.sample_rate)[0],
+                                  clip.sample_rate)
+        joined = train.wdata.join_stretches(x, mask, clip.sample_rate)
+        np.testing.assert_allclose(y[:len(joined)], joined, atol=1e-4)
+        speech += float(np.sum(clean[mask] ** 2))
+        noise += float(np.sum((x - clean)[mask] ** 2))
+    assert 10 * np.log10(speech / noise) < -20  # the pauses hold noise, hardly any speech
+    with pytest.raises(ValueError, match="needs --init"):
+        resolve(_config(tiny_corpus, tmp_path / "r", noise="pauses"))
+
+
 def test_mixit_overlap_penalty_breaks_the_tie_that_the_remix_cannot_see():
     from wildmix.mixit import enhancement_constraint
 

@@ -297,8 +297,9 @@ def _add_train(commands) -> None:
                     help="folder of noisy recordings, or a built-in corpus folder")
     tr.add_argument("--out", required=True, help="run folder (checkpoints, log, config)")
     opt("--noise", "folder of noise-only clips, 'auto' to find speech-free stretches in "
-                   "--data with a VAD, or 'teacher' for the --init model's noise estimates "
-                   "of --data")
+                   "--data with a VAD, 'teacher' for the --init model's noise estimates "
+                   "of --data, or 'pauses' for the stretches of --data where the --init "
+                   "model hears no speech")
     opt("--valid", "validation folder: paired (noisy/, clean/) or unlabeled")
     opt("--select", "what chooses best.pt: sisnri (paired --valid), dnsmos (label-free: "
                     "DNSMOS of the speech output on --valid's recordings, or on files of "
@@ -360,8 +361,9 @@ def _add_adapt(commands) -> None:
                          "(default: %(default)s)")
     ad.add_argument("--noise", default=d["noise"],
                     help="mixit: folder of noise-only clips, 'auto' (default) for "
-                         "speech-free stretches found by a VAD, or 'teacher' for the starting "
-                         "model's noise estimates of your recordings")
+                         "speech-free stretches found by a VAD, 'teacher' for the starting "
+                         "model's noise estimates of your recordings, or 'pauses' for the "
+                         "stretches of your recordings where it hears no speech")
     ad.add_argument("--valid", default=d["valid"],
                     help="optional paired folder (noisy/, clean/) to monitor and pick the "
                          "best checkpoint; without it the last is kept")

@@ -41,7 +41,8 @@ class TrainConfig:
     data: str = ""
     out: str = "runs/run"
     # folder of noise-only clips, "auto" (VAD), "teacher" (the init model's noise estimates
-    # of the recordings), or None
+    # of the recordings), "pauses" (the stretches where the init model hears no speech), or
+    # None
     noise: str | None = None
     valid: str | None = None  # paired folder (noisy/, clean/) or unlabeled recordings
     clean: str | None = None  # clean references of --data, for the supervised strategy
@@ -259,11 +260,12 @@ def _check_combination(c: TrainConfig) -> None:
         raise ValueError("the supervised strategy needs clean references (--clean DIR)")
     if c.task == "enhance" and c.strategy == "mixit" and c.noise is None:
         raise ValueError("enhancement with MixIT needs noise-only clips: --noise DIR, "
-                         "--noise auto (speech-free stretches found by a VAD) or --noise "
-                         "teacher (the --init model's noise estimates of the recordings)")
-    if c.noise == "teacher" and not (c.init and c.strategy == "mixit"):
-        raise ValueError("--noise teacher takes the noise estimates of the --init model: "
-                         "it needs --init and --strategy mixit")
+                         "--noise auto (speech-free stretches found by a VAD), --noise "
+                         "teacher (the --init model's noise estimates of the recordings) or "
+                         "--noise pauses (where the --init model hears no speech)")
+    if c.noise in ("teacher", "pauses") and not (c.init and c.strategy == "mixit"):
+        raise ValueError(f"--noise {c.noise} takes its noise from the --init model: it "
+                         f"needs --init and --strategy mixit")
     if c.n_sources < 2:
         raise ValueError(f"n_sources must be at least 2, got {c.n_sources}")
     if c.select not in SELECTIONS:

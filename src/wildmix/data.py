@@ -135,6 +135,46 @@ def harvest_noise(
     return Index(clips)
 
 
+def pauses(speech: np.ndarray, sample_rate: int, floor_db: float = -30.0,
+           margin_seconds: float = 0.1, frame_seconds: float = 0.01) -> np.ndarray:
+    """Where a recording holds no speech, judged by a speech estimate of it: the samples of
+    frames more than ``floor_db`` below the estimate's loudest frame and at least
+    ``margin_seconds`` from any louder frame (a trailing partial frame counts as speech).
+
+    Args:
+        speech: ``(T,)`` speech estimate (e.g. a model's output 0).
+    Returns:
+        ``(T,)`` bool, True in the pauses.
+    """
+    hop = max(1, int(round(frame_seconds * sample_rate)))
+    n = len(speech) // hop
+    mask = np.zeros(len(speech), dtype=bool)
+    if n == 0:
+        return mask
+    energy = np.square(speech[:n * hop].astype(np.float64)).reshape(n, hop).mean(1)
+    loud = energy > energy.max() * 10 ** (floor_db / 10)
+    width = 2 * int(round(margin_seconds / frame_seconds)) + 1
+    near = np.convolve(loud.astype(float), np.ones(width), "same") > 0.5
+    mask[:n * hop] = np.repeat(~near, hop)
+    return mask
+
+
+def join_stretches(x: np.ndarray, mask: np.ndarray, sample_rate: int,
+                   fade_seconds: float = 0.005) -> np.ndarray:
+    """The stretches of ``x`` where ``mask`` is True, one after the other, each faded in and
+    out over ``fade_seconds`` so that the joins do not click; ``(T,)`` -> ``(<= T,)``."""
+    parts = []
+    for start, stop in _runs(mask):
+        part = x[start:stop].astype(np.float32)
+        k = min(int(fade_seconds * sample_rate), len(part) // 2)
+        if k:
+            ramp = np.linspace(0.0, 1.0, k, dtype=np.float32)
+            part[:k] *= ramp
+            part[-k:] *= ramp[::-1]
+        parts.append(part)
+    return np.concatenate(parts) if parts else x[:0].astype(np.float32)
+
+
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """``[start, stop)`` of each run of True."""
     padded = np.concatenate([[False], mask, [False]])

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wildmix import corpus, evaluate, models
+from wildmix import audio, corpus, evaluate, models
 from wildmix import data as wdata
 from wildmix.config import Plan, TrainConfig, resolve
 from wildmix.lock import folder_lock
@@ -295,6 +295,12 @@ def _noise_clips(c: TrainConfig, index: wdata.Index) -> list[wdata.Clip]:
         noise = teacher_noise(c.init, index.clips, Path(c.out) / "teacher-noise", c.device)
         log.info("noise estimated by %s: %s", c.init, noise.summary())
         return noise.clips
+    if c.noise == "pauses":
+        noise = pause_noise(c.init, index.clips, Path(c.out) / "pause-noise",
+                            c.segment_seconds, c.device)
+        log.info("noise from the pauses that %s hears: %s", c.init,
+                 noise.summary("recordings' pauses"))
+        return noise.clips
     if c.noise == "auto":
         noise = wdata.harvest_noise(index)
         if not noise.clips:
@@ -322,6 +328,40 @@ def teacher_noise(model: str, clips: list, folder: Path, device=None) -> wdata.I
         done.touch()
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
+    return wdata.index_folder(folder)
+
+
+def pause_noise(model: str, clips: list, folder: Path, seconds: float, device=None,
+                min_seconds: float = 0.25) -> wdata.Index:
+    """Noise-only clips from recordings alone: for each recording, the stretches where
+    ``model``'s speech estimate is silent (:func:`wildmix.data.pauses`), joined and looped
+    to at least ``seconds``, written once into ``folder``; recordings with less than
+    ``min_seconds`` of pauses give none.
+
+    Raises:
+        DataError: no recording has enough pauses.
+    """
+    from wildmix.enhance import Enhancer
+
+    done = folder / ".complete"
+    if not done.exists() and distributed()[0] == 0:
+        enhancer = Enhancer.from_checkpoint(model, device=device)
+        for i, clip in enumerate(clips):
+            x = audio.read(clip.path, start=clip.start, frames=clip.frames, check=False)
+            sr = clip.sample_rate
+            noise = wdata.join_stretches(
+                x, wdata.pauses(enhancer.separate(x, sr)[0], sr), sr)
+            if len(noise) >= min_seconds * sr:
+                reps = int(np.ceil(seconds * sr / len(noise)))
+                audio.write(folder / f"{i:05d}.wav", np.tile(noise, reps), sr)
+        folder.mkdir(parents=True, exist_ok=True)
+        done.touch()
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    if not any(folder.glob("*.wav")):
+        raise wdata.DataError(f"{model} hears speech almost everywhere in the recordings: "
+                              f"no recording has {min_seconds} s of pauses; give noise-only "
+                              f"clips with --noise DIR")
     return wdata.index_folder(folder)
 
 
