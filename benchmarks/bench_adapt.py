@@ -23,13 +23,13 @@ by DNSMOS on held-back recordings (recordings only, label-free), with MixIT and 
 noise (recordings only), with MixIT whose noise-only mixtures are the shipped model's noise
 estimates of the recordings (recordings only), with MixIT on the pauses of the recordings
 where the shipped model hears no speech (recordings only), and with MixIT and the noise
-clips. Beside
-them: the noisy input, the shipped model, NSNet2 and RNNoise. One table per situation
-(SI-SNRi, PESQ, ESTOI with 95% CIs, then per voice), the issue's targets checked, and the
-rank correlation between
-DNSMOS and SI-SNRi over the validations of a run that logs both (MixIT with the noise
-clips, validated every 250 steps on the 'real' corpus's paired valid split: real voices
-that are in neither the recordings nor the test set).
+clips. Beside them: the noisy input, the shipped model, NSNet2 and RNNoise. One table per
+situation (SI-SNRi, PESQ, ESTOI with 95% CIs, then per voice), the issue's targets
+checked, and the rank correlation between DNSMOS and SI-SNRi over the validations of a run
+that logs both (RemixIT on the new-noise recordings, validated every 250 steps on paired
+files of the 'real' corpus's valid voices in new-noise sounds of the recordings' half:
+voices and noise files in neither the recordings nor the test set). ``--situations
+new-noise-valid`` runs the methods on those valid voices instead, for choosing settings.
 """
 
 from __future__ import annotations
@@ -220,12 +220,11 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(*ranks)[0, 1])
 
 
-def correlation(cli, recordings: Path, noise: Path, valid: Path, run: Path,
-                minutes: float) -> None:
-    """Spearman correlation of DNSMOS OVR and SI-SNRi over a run's validations."""
-    cli(["adapt", "--data", str(recordings), "--out", str(run), "--strategy", "mixit",
-         "--noise", str(noise), "--valid", str(valid), "--select", "dnsmos",
-         "--max-minutes", str(minutes), "--no-progress"])
+def correlation(cli, recordings: Path, valid: Path, run: Path, minutes: float) -> None:
+    """Spearman correlation of DNSMOS OVR and SI-SNRi over the validations of `wildmix
+    adapt` (RemixIT, the default) on ``recordings``, validated on the paired ``valid``."""
+    cli(["adapt", "--data", str(recordings), "--out", str(run), "--valid", str(valid),
+         "--select", "dnsmos", "--max-minutes", str(minutes), "--no-progress"])
     entries = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     rows = [(e["step"], e["valid_dnsmos_ovr"], e["valid_sisnri"]) for e in entries
             if "valid_dnsmos_ovr" in e and "valid_sisnri" in e]
@@ -286,9 +285,9 @@ def main(argv=None) -> None:
         check("small", situation(cli, "built-in small corpus", small / "train" / "noisy",
                                  small / "train" / "noise", small / "test", small,
                                  out / "small", report / "small", args.minutes))
-    if not args.no_correlation:
-        folder = out / "real-situation"
-        correlation(cli, folder / "recordings", folder / "noise", real / "valid",
+    if not args.no_correlation:  # voices and noise files in neither recordings nor test
+        valid = build_new(real, out / "new-noise-valid-situation", split="valid") / "test"
+        correlation(cli, build_new(real, out / "new-noise-situation") / "recordings", valid,
                     out / "correlation", args.minutes)
 
 

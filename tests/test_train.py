@@ -568,6 +568,15 @@ def test_mixit_overlap_penalty_breaks_the_tie_that_the_remix_cannot_see():
         resolve(adapt_config("d", "o", strategy="remixit", overlap=1.0))
 
 
+def test_adapt_learning_rate_defaults_per_strategy_and_yields_to_the_flag():
+    from wildmix.config import ADAPT_REMIXIT_LR, adapt_config
+
+    remixit = resolve(adapt_config("d", "o")).config
+    mixit = resolve(adapt_config("d", "o", strategy="mixit", noise="n")).config
+    assert (remixit.lr, mixit.lr) == (ADAPT_REMIXIT_LR, 5e-4) and ADAPT_REMIXIT_LR < 5e-4
+    assert resolve(adapt_config("d", "o", lr=3e-4)).config.lr == 3e-4
+
+
 def test_mixit_leakage_penalty_adds_the_noise_outputs_energy_in_the_noisy_recording():
     from wildmix.mixit import enhancement_constraint, mixit_loss
 

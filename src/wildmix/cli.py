@@ -343,7 +343,7 @@ def _add_train(commands) -> None:
 
 
 def _add_adapt(commands) -> None:
-    from wildmix.config import ADAPT_STRATEGIES, SELECTIONS, adapt_config
+    from wildmix.config import ADAPT_REMIXIT_LR, ADAPT_STRATEGIES, SELECTIONS, adapt_config
 
     d = _defaults(adapt_config)
     ad = commands.add_parser(
@@ -375,8 +375,9 @@ def _add_adapt(commands) -> None:
                     help="step budget (default: %(default)s)")
     ad.add_argument("--max-minutes", type=float, default=d["max_minutes"],
                     help="time budget in minutes (default: %(default)s)")
+    rate = f"{ADAPT_REMIXIT_LR:.0e}".replace("e-0", "e-")
     ad.add_argument("--lr", type=float, default=d["lr"],
-                    help="peak learning rate (default: 5e-4)")
+                    help=f"peak learning rate (default: {rate} for RemixIT, 5e-4 for MixIT)")
     ad.add_argument("--ema", type=float, default=d["ema"],
                     help="keep an exponential moving average of the weights with this decay; "
                          "0: the trained weights (default: %(default)s)")

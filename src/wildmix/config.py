@@ -291,6 +291,10 @@ def interval_steps(text: str, epoch_steps: int) -> int:
 
 
 ADAPT_STRATEGIES = ("remixit", "mixit")
+# wildmix adapt's peak learning rate for RemixIT: 1e-4 beat 5e-4 on both valid sets (valid
+# voices in new noise: +0.17 dB over the start against -0.64; small's valid split: +0.34
+# against +0.20); MixIT keeps TrainConfig's fine-tuning rate
+ADAPT_REMIXIT_LR = 1e-4
 
 
 def adapt_config(data: str, out: str, start: str = "default", strategy: str = "remixit",
@@ -301,7 +305,8 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
                  overlap: float | None = None) -> TrainConfig:
     """The training settings of ``wildmix adapt``: RemixIT from ``start`` (recordings only),
     or MixIT fine-tuning from it with ``noise`` clips (default: "auto", found by a VAD) and
-    the ``overlap`` penalty (None: :class:`TrainConfig`'s default).
+    the ``overlap`` penalty (None: :class:`TrainConfig`'s default). ``lr`` None:
+    ``ADAPT_REMIXIT_LR`` for RemixIT, :class:`TrainConfig`'s fine-tuning rate for MixIT.
 
     Raises:
         ValueError: an unknown strategy.
@@ -313,7 +318,8 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
         if noise:
             log.warning("--noise is for --strategy mixit; RemixIT takes the noise from the "
                         "teacher's estimates and ignores it")
-        return TrainConfig(strategy="remixit", teacher=start, **common)
+        return TrainConfig(strategy="remixit", teacher=start,
+                           **{**common, "lr": ADAPT_REMIXIT_LR if lr is None else lr})
     if strategy == "mixit":
         return TrainConfig(strategy="mixit", init=start, noise=noise or "auto", **common)
     raise ValueError(f"adapt strategy must be remixit or mixit, got {strategy!r}")
