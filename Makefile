@@ -132,7 +132,7 @@ bench-stream: $(STAMP)
 	scripts/install-debs.sh $(PY) real speech
 	$(PY) benchmarks/bench_stream.py --real-data $(DATA)/corpus-real
 
-# slow (about 2.5 hours on 2 cores): `wildmix adapt` from the shipped model, recordings only
+# slow (about 2 hours on 2 cores): `wildmix adapt` from the shipped model, recordings only
 # (RemixIT, RemixIT with DNSMOS selection, MixIT with VAD noise, with the model's noise
 # estimates, with the pauses it hears) and with noise clips, on real voices in noise new to
 # the model, in the noise it knows, and on the small corpus, beside NSNet2 and RNNoise; then

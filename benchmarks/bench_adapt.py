@@ -142,7 +142,8 @@ def build_new(corpus: Path, out: Path, split: str = "test") -> Path:
     for k, r in enumerate(test):
         rng = np.random.default_rng(k)
         clean = audio.read(corpus / r["files"]["clean"]).astype(np.float64)
-        name, x = pools[r["voice"] in adapt][int(rng.integers(len(pools[r["voice"] in adapt])))]
+        pool = pools[r["voice"] in adapt]
+        name, x = pool[int(rng.integers(len(pool)))]
         x = np.tile(x, len(clean) // len(x) + 1)
         start = int(rng.integers(len(x) - len(clean) + 1))
         noise = x[start:start + len(clean)].astype(np.float64)

@@ -313,21 +313,30 @@ def _noise_clips(c: TrainConfig, index: wdata.Index) -> list[wdata.Clip]:
     return noise.clips
 
 
+def _write_once(folder: Path, write) -> None:
+    """Run ``write()`` (which fills ``folder``) on rank 0 unless ``folder/.complete`` says an
+    earlier, resumed run already did; every rank waits for it."""
+    done = folder / ".complete"
+    if not done.exists() and distributed()[0] == 0:
+        write()
+        folder.mkdir(parents=True, exist_ok=True)
+        done.touch()
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
 def teacher_noise(model: str, clips: list, folder: Path, device=None) -> wdata.Index:
     """Noise-only clips from recordings alone: ``model``'s noise estimate (the sum of its
     outputs 1..M-1) of every recording, written once into ``folder`` (a resumed run finds
     them there)."""
     from wildmix.enhance import Enhancer, enhance_files
 
-    done = folder / ".complete"
-    if not done.exists() and distributed()[0] == 0:
-        enhancer = Enhancer.from_checkpoint(model, device=device)
+    def write():
         jobs = [(Path(clip.path), {"noise": folder / f"{i:05d}.wav"})
                 for i, clip in enumerate(clips)]
-        enhance_files(enhancer, jobs, progress=False)
-        done.touch()
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
+        enhance_files(Enhancer.from_checkpoint(model, device=device), jobs, progress=False)
+
+    _write_once(folder, write)
     return wdata.index_folder(folder)
 
 
@@ -343,8 +352,7 @@ def pause_noise(model: str, clips: list, folder: Path, seconds: float, device=No
     """
     from wildmix.enhance import Enhancer
 
-    done = folder / ".complete"
-    if not done.exists() and distributed()[0] == 0:
+    def write():
         enhancer = Enhancer.from_checkpoint(model, device=device)
         for i, clip in enumerate(clips):
             x = audio.read(clip.path, start=clip.start, frames=clip.frames, check=False)
@@ -354,10 +362,8 @@ def pause_noise(model: str, clips: list, folder: Path, seconds: float, device=No
             if len(noise) >= min_seconds * sr:
                 reps = int(np.ceil(seconds * sr / len(noise)))
                 audio.write(folder / f"{i:05d}.wav", np.tile(noise, reps), sr)
-        folder.mkdir(parents=True, exist_ok=True)
-        done.touch()
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
+
+    _write_once(folder, write)
     if not any(folder.glob("*.wav")):
         raise wdata.DataError(f"{model} hears speech almost everywhere in the recordings: "
                               f"no recording has {min_seconds} s of pauses; give noise-only "
