@@ -1,6 +1,7 @@
 """Adaptation to a user's noisy recordings, without labels, on real voices; peers beside.
 
     python benchmarks/bench_adapt.py [--minutes 6] [--situations new-noise real small]
+        [--methods adapt-remixit ...]
 
 Situations built like a user's:
 
@@ -20,16 +21,18 @@ Situations built like a user's:
 Methods, each starting from the shipped model with the same time budget (``--minutes``):
 `wildmix adapt` with RemixIT (recordings only, the default), with RemixIT choosing best.pt
 by DNSMOS on held-back recordings (recordings only, label-free), with MixIT and VAD-found
-noise (recordings only), with MixIT whose noise-only mixtures are the shipped model's noise
-estimates of the recordings (recordings only), with MixIT on the pauses of the recordings
-where the shipped model hears no speech (recordings only), and with MixIT and the noise
-clips. Beside them: the noisy input, the shipped model, NSNet2 and RNNoise. One table per
-situation (SI-SNRi, PESQ, ESTOI with 95% CIs, then per voice), the issue's targets
-checked, and the rank correlation between DNSMOS and SI-SNRi over the validations of a run
-that logs both (RemixIT on the new-noise recordings, validated every 250 steps on paired
-files of the 'real' corpus's valid voices in new-noise sounds of the recordings' half:
-voices and noise files in neither the recordings nor the test set). ``--situations
-new-noise-valid`` runs the methods on those valid voices instead, for choosing settings.
+noise (recordings only), with MixIT whose noise-only mixtures are the shipped model's
+noise estimates of the recordings (recordings only), with MixIT on the pauses of the
+recordings where the shipped model hears no speech (recordings only), with MixIT and the
+noise clips, and supervised fine-tuning on clean speech of the 'real' corpus's training
+voices mixed with the pauses (recordings only) or with the noise clips. Beside them: the
+noisy input, the shipped model, NSNet2 and RNNoise. One table per situation (SI-SNRi,
+PESQ, ESTOI with 95% CIs, then per voice), the issue's targets checked, and the rank
+correlation between DNSMOS and SI-SNRi over the validations of a run that logs both
+(RemixIT on the new-noise recordings, validated every 250 steps on paired files of the
+'real' corpus's valid voices in new-noise sounds of the recordings' half: voices and noise
+files in neither the recordings nor the test set). ``--situations new-noise-valid`` runs
+the methods on those valid voices instead, for choosing settings.
 """
 
 from __future__ import annotations
@@ -52,7 +55,9 @@ NEW_NOISE = {  # Debian package -> its sounds: noise that no wildmix corpus or m
     "minetest-data": "/usr/share/games/minetest/games/minetest_game/mods/*/sounds/*.ogg",
 }
 RECORDINGS_ONLY = ("adapt-remixit", "adapt-remixit-dnsmos", "adapt-mixit-vad",
-                   "adapt-mixit-teacher", "adapt-mixit-pauses")  # methods without noise clips
+                   "adapt-mixit-teacher", "adapt-mixit-pauses",
+                   "adapt-supervised-pauses")  # methods without noise clips
+WITH_NOISE_CLIPS = ("adapt-mixit-noise", "adapt-supervised-noise")
 MIN_NOISE_SECONDS = 1.0  # shorter sounds (footsteps, clicks) would loop into a buzz
 
 
@@ -163,9 +168,10 @@ def build_new(corpus: Path, out: Path, split: str = "test") -> Path:
     return out
 
 
-def methods(folder: Path, noise: Path, minutes: float) -> dict[str, list[str]]:
-    """Run name -> `wildmix adapt` arguments."""
+def methods(folder: Path, noise: Path, speech: Path, minutes: float) -> dict[str, list[str]]:
+    """Run name -> `wildmix adapt` arguments; ``speech``: clean speech of other voices."""
     common = ["--data", str(folder), "--max-minutes", str(minutes), "--no-progress"]
+    supervised = [*common, "--strategy", "supervised", "--speech", str(speech)]
     return {
         "adapt-remixit": common,
         "adapt-remixit-dnsmos": [*common, "--select", "dnsmos"],
@@ -173,13 +179,18 @@ def methods(folder: Path, noise: Path, minutes: float) -> dict[str, list[str]]:
         "adapt-mixit-teacher": [*common, "--strategy", "mixit", "--noise", "teacher"],
         "adapt-mixit-pauses": [*common, "--strategy", "mixit", "--noise", "pauses"],
         "adapt-mixit-noise": [*common, "--strategy", "mixit", "--noise", str(noise)],
+        "adapt-supervised-pauses": supervised,
+        "adapt-supervised-noise": [*supervised, "--noise", str(noise)],
     }
 
 
 def situation(cli, name: str, recordings: Path, noise: Path, test: Path, corpus: Path,
-              runs: Path, report: Path, minutes: float) -> dict:
+              runs: Path, report: Path, minutes: float, speech: Path,
+              only: list[str] | None = None) -> dict:
     done = []
-    for run, args in methods(recordings, noise, minutes).items():
+    for run, args in methods(recordings, noise, speech, minutes).items():
+        if only and run not in only:
+            continue
         try:
             cli(["adapt", "--out", str(runs / run), *args])
             done.append(run)
@@ -194,13 +205,13 @@ def situation(cli, name: str, recordings: Path, noise: Path, test: Path, corpus:
     return json.loads((report / "results.json").read_text())["summary"]
 
 
-def check(name: str, summary: dict) -> None:
+def check(name: str, summary: dict, only: list[str] | None = None) -> None:
     mean = {m: {k: v["mean"] for k, v in entry.items() if isinstance(v, dict)}
             for m, entry in summary.items()}
     start = mean["default"]
     print(f"\ntargets, {name}:")
-    for run in (*RECORDINGS_ONLY, "adapt-mixit-noise"):
-        if run not in mean:
+    for run in (*RECORDINGS_ONLY, *WITH_NOISE_CLIPS):
+        if run not in mean and (not only or run in only):
             print(f"  MISSED  {run}: did not run (see above)")
     for run in (r for r in RECORDINGS_ONLY if r in mean):
         gain = mean[run]["si_snri"] - start["si_snri"]
@@ -209,11 +220,10 @@ def check(name: str, summary: dict) -> None:
         print(f"  {'met ' if ok else 'MISSED'}  {run} (recordings only): {gain:+.2f} dB over "
               f"the shipped model (target +1.5), PESQ {mean[run]['pesq']:.2f} vs "
               f"{start['pesq']:.2f}, ESTOI {mean[run]['estoi']:.3f} vs {start['estoi']:.3f}")
-    if "adapt-mixit-noise" not in mean:
-        return
-    gap = mean["adapt-mixit-noise"]["si_snri"] - mean["nsnet2"]["si_snri"]
-    print(f"  {'met ' if gap >= 1 else 'MISSED'}  adapt-mixit-noise (with noise clips): "
-          f"{gap:+.2f} dB over NSNet2 (target +1)")
+    for run in (r for r in WITH_NOISE_CLIPS if r in mean):
+        gap = mean[run]["si_snri"] - mean["nsnet2"]["si_snri"]
+        print(f"  {'met ' if gap >= 1 else 'MISSED'}  {run} (with noise clips): {gap:+.2f} dB "
+              f"over NSNet2 (target +1)")
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -252,6 +262,8 @@ def main(argv=None) -> None:
     parser.add_argument("--small-data", default="data/corpus-small")
     parser.add_argument("--out", default="runs/adapt-bench")
     parser.add_argument("--report", default="reports/adapt")
+    parser.add_argument("--methods", nargs="+", choices=list(methods(*[Path()] * 3, 0)),
+                        help="only these adaptation methods (default: all)")
     parser.add_argument("--no-correlation", action="store_true")
     args = parser.parse_args(argv)
 
@@ -266,26 +278,25 @@ def main(argv=None) -> None:
     for corpus, size in ((real, "real"), (small, "small")):
         if not (corpus / "manifest.jsonl").exists():
             cli(["corpus", "build", str(corpus), "--size", size])
+    speech = real / "train" / "clean"  # the supervised methods' clean speech: the 'real'
+    # corpus's training voices, none of them in any situation's recordings or test set
+
+    def measure(name: str, title: str, folder: Path, corpus: Path, recordings: str = "recordings",
+                noise: str = "noise", test: str = "test") -> None:
+        check(name, situation(cli, title, folder / recordings, folder / noise, folder / test,
+                              corpus, out / name, report / name, args.minutes, speech,
+                              args.methods), args.methods)
+
     if "real" in args.situations:
-        folder = build_real(real, out / "real-situation")
-        check("real", situation(cli, "real voices", folder / "recordings", folder / "noise",
-                                folder / "test", real, out / "real", report / "real",
-                                args.minutes))
+        measure("real", "real voices", build_real(real, out / "real-situation"), real)
     if "new-noise" in args.situations:
-        folder = build_new(real, out / "new-noise-situation")
-        check("new-noise", situation(cli, "real voices in new noise", folder / "recordings",
-                                     folder / "noise", folder / "test", real,
-                                     out / "new-noise", report / "new-noise", args.minutes))
+        measure("new-noise", "real voices in new noise",
+                build_new(real, out / "new-noise-situation"), real)
     if "new-noise-valid" in args.situations:  # for choosing settings, not in the default
-        folder = build_new(real, out / "new-noise-valid-situation", split="valid")
-        check("new-noise-valid", situation(
-            cli, "valid voices in new noise", folder / "recordings", folder / "noise",
-            folder / "test", real, out / "new-noise-valid", report / "new-noise-valid",
-            args.minutes))
+        measure("new-noise-valid", "valid voices in new noise",
+                build_new(real, out / "new-noise-valid-situation", split="valid"), real)
     if "small" in args.situations:
-        check("small", situation(cli, "built-in small corpus", small / "train" / "noisy",
-                                 small / "train" / "noise", small / "test", small,
-                                 out / "small", report / "small", args.minutes))
+        measure("small", "built-in small corpus", small, small, "train/noisy", "train/noise")
     if not args.no_correlation:  # voices and noise files in neither recordings nor test
         valid = build_new(real, out / "new-noise-valid-situation", split="valid") / "test"
         correlation(cli, build_new(real, out / "new-noise-situation") / "recordings", valid,

@@ -295,3 +295,23 @@ def test_mixit_augment_changes_each_mixtures_speed_and_keeps_levels(salted):
     torch.testing.assert_close(ds[2], data.MixtureDataset(
         tone, tone, relative_gain_db=(6.0, 6.0), level_db=(-20.0, -20.0),
         examples_per_epoch=4, augment=True, speed=(1.1, 1.1))[2])  # reproducible
+
+
+def test_speech_noise_dataset_mixes_clean_speech_with_noise_at_the_drawn_snr(salted):
+    """Speech is a 440 Hz tone, noise a 3 kHz tone: the clean row is all 440 Hz, noisy minus
+    clean is all 3 kHz, 6 dB below it, and the noisy row sits at the drawn level."""
+    index = data.index_folder(salted)
+    speech = [c for c in index.clips if c.path.endswith("mono16k.wav")]  # 440 Hz
+    noise = [c for c in index.clips if c.path.endswith("rate48k.wav")]  # 3 kHz
+    ds = data.SpeechNoiseDataset(speech, noise, 16000, 2.0, 4, snr_db=(6.0, 6.0),
+                                 level_db=(-25.0, -25.0))
+    noisy, clean = ds[1].double().numpy()
+    rest = noisy - clean
+    assert abs(_peak_freq(clean.astype(np.float32), 16000) - 440) < 3
+    assert abs(_peak_freq(rest.astype(np.float32), 16000) - 3000) < 3
+    assert 10 * np.log10(np.mean(clean**2) / np.mean(rest**2)) == pytest.approx(6.0, abs=0.01)
+    assert 10 * np.log10(np.mean(noisy**2)) == pytest.approx(-25.0, abs=0.01)
+    torch.testing.assert_close(ds[1], data.SpeechNoiseDataset(
+        speech, noise, 16000, 2.0, 4, snr_db=(6.0, 6.0), level_db=(-25.0, -25.0))[1])
+    with pytest.raises(data.DataError, match="noise-only set is empty"):
+        data.SpeechNoiseDataset(speech, [], 16000, 2.0, 4)

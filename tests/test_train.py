@@ -569,12 +569,17 @@ def test_mixit_overlap_penalty_breaks_the_tie_that_the_remix_cannot_see():
 
 
 def test_adapt_learning_rate_defaults_per_strategy_and_yields_to_the_flag():
-    from wildmix.config import ADAPT_REMIXIT_LR, adapt_config
+    from wildmix.config import ADAPT_LR, adapt_config
 
     remixit = resolve(adapt_config("d", "o")).config
     mixit = resolve(adapt_config("d", "o", strategy="mixit", noise="n")).config
-    assert (remixit.lr, mixit.lr) == (ADAPT_REMIXIT_LR, 5e-4) and ADAPT_REMIXIT_LR < 5e-4
+    assert (remixit.lr, mixit.lr) == (ADAPT_LR["remixit"], 5e-4) and remixit.lr < 5e-4
     assert resolve(adapt_config("d", "o", lr=3e-4)).config.lr == 3e-4
+    supervised = resolve(adapt_config("d", "o", strategy="supervised", speech="s")).config
+    assert (supervised.lr, supervised.noise, supervised.speech, supervised.init,
+            supervised.augment) == (ADAPT_LR["supervised"], "pauses", "s", "default", True)
+    with pytest.raises(ValueError, match="needs clean speech of any voices: --speech"):
+        adapt_config("d", "o", strategy="supervised")
 
 
 def test_mixit_leakage_penalty_adds_the_noise_outputs_energy_in_the_noisy_recording():
@@ -600,3 +605,22 @@ def test_mixit_leakage_penalty_adds_the_noise_outputs_energy_in_the_noisy_record
     for name, bad in (("leakage", -1.0), ("sparsity", float("nan"))):
         with pytest.raises(ValueError, match=f"--{name} must be a weight >= 0"):
             resolve(train.TrainConfig(data="d", noise="n", **{name: bad}))
+
+
+def test_supervised_on_clean_speech_mixed_with_noise_from_the_recordings(tiny_corpus, tmp_path):
+    """--supervised --speech DIR --noise pauses: clean speech of other voices mixed on the fly
+    with the noise that the --init model's pauses find in --data (no reference of --data)."""
+    out = tmp_path / "run"
+    c = _config(tiny_corpus, out, data=str(tiny_corpus / "train" / "noisy"), valid=None,
+                strategy="supervised", speech=str(tiny_corpus / "valid" / "clean"),
+                noise="pauses", init="default", max_steps=3, valid_every=10**6)
+    assert train.train(c, progress=False).step == 3
+    assert (out / "pause-noise" / ".complete").exists()
+    dataset, _, noise, _ = train._train_set(resolve(c).config, 4)
+    assert isinstance(dataset, train.wdata.SpeechNoiseDataset)
+    assert {n.path for n in dataset.noise} == {n.path for n in noise}
+    assert all("/valid/clean/" in s.path for s in dataset.recordings)
+    with pytest.raises(ValueError, match="--speech is for supervised enhancement with --noise"):
+        resolve(_config(tiny_corpus, tmp_path / "r", strategy="supervised",
+                        speech=str(tiny_corpus / "valid" / "clean"), noise=None,
+                        data=str(tiny_corpus / "train" / "noisy"), valid=None))

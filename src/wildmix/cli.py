@@ -121,7 +121,8 @@ def _adapt(args) -> int:
                           noise=args.noise, valid=args.valid, select=args.select,
                           max_steps=args.max_steps,
                           max_minutes=args.max_minutes, lr=args.lr, seed=args.seed,
-                          device=args.device, ema=args.ema, overlap=args.overlap)
+                          device=args.device, ema=args.ema, overlap=args.overlap,
+                          speech=args.speech)
     summary = train(config, progress=not args.no_progress)
     print(f"{summary.out}: adapted {args.start} with {args.strategy} for {summary.step} steps"
           + (f" (stopped by {summary.stopped}; rerun to resume)" if summary.stopped else "")
@@ -308,6 +309,8 @@ def _add_train(commands) -> None:
                     "else none", choices=cf.SELECTIONS)
     opt("--clean", "clean references of --data, for --supervised (--task separate: the "
         "sources folder, NAME/sK.wav; a sounds corpus brings its own)")
+    opt("--speech", "--supervised without --clean: clean speech (any voices) mixed on the "
+                    "fly with the --noise clips")
     opt("--task", choices=cf.TASKS)
     opt("--strategy", "mixit (noisy recordings only), supervised (clean references), "
                       "remixit (self-training from --teacher)", choices=cf.STRATEGIES)
@@ -343,27 +346,33 @@ def _add_train(commands) -> None:
 
 
 def _add_adapt(commands) -> None:
-    from wildmix.config import ADAPT_REMIXIT_LR, ADAPT_STRATEGIES, SELECTIONS, adapt_config
+    from wildmix.config import ADAPT_LR, ADAPT_STRATEGIES, SELECTIONS, adapt_config
 
     d = _defaults(adapt_config)
     ad = commands.add_parser(
         "adapt", help="adapt the shipped model (or another) to your noisy recordings, "
                       "without clean speech; rerun the same command to resume",
-        description="Self-training on your own noisy recordings: RemixIT (default) from the "
-                    "shipped model, or MixIT fine-tuning with noise-only clips. The result "
-                    "is a run folder for `wildmix enhance RUN INPUT... --out DIR`.")
+        description="Adaptation to your own noisy recordings: RemixIT self-training "
+                    "(default) from the shipped model, MixIT fine-tuning with noise-only "
+                    "clips, or supervised fine-tuning on clean speech of other voices mixed "
+                    "with the noise found in your recordings. The result is a run folder "
+                    "for `wildmix enhance RUN INPUT... --out DIR`.")
     ad.add_argument("--data", required=True, help="folder of your noisy recordings")
     ad.add_argument("--out", required=True, help="run folder for the adapted model")
     ad.add_argument("--from", dest="start", default=d["start"],
                     help="model to adapt: 'default' (shipped), a run folder or a checkpoint")
     ad.add_argument("--strategy", choices=ADAPT_STRATEGIES, default=d["strategy"],
-                    help="remixit (recordings only) or mixit fine-tuning "
-                         "(default: %(default)s)")
+                    help="remixit (recordings only), mixit fine-tuning, or supervised "
+                         "fine-tuning on --speech mixed with --noise (default: %(default)s)")
     ad.add_argument("--noise", default=d["noise"],
-                    help="mixit: folder of noise-only clips, 'auto' (default) for "
-                         "speech-free stretches found by a VAD, 'teacher' for the starting "
-                         "model's noise estimates of your recordings, or 'pauses' for the "
-                         "stretches of your recordings where it hears no speech")
+                    help="mixit and supervised: folder of noise-only clips, 'auto' (mixit's "
+                         "default) for speech-free stretches found by a VAD, 'teacher' for "
+                         "the starting model's noise estimates of your recordings, or "
+                         "'pauses' (supervised's default) for the stretches of your "
+                         "recordings where it hears no speech")
+    ad.add_argument("--speech", default=d["speech"],
+                    help="supervised: a folder of clean speech of any voices, e.g. "
+                         "train/clean of a `wildmix corpus build` folder")
     ad.add_argument("--valid", default=d["valid"],
                     help="optional paired folder (noisy/, clean/) to monitor and pick the "
                          "best checkpoint; without it the last is kept")
@@ -375,9 +384,10 @@ def _add_adapt(commands) -> None:
                     help="step budget (default: %(default)s)")
     ad.add_argument("--max-minutes", type=float, default=d["max_minutes"],
                     help="time budget in minutes (default: %(default)s)")
-    rate = f"{ADAPT_REMIXIT_LR:.0e}".replace("e-0", "e-")
+    rate = f"{ADAPT_LR['remixit']:.0e}".replace("e-0", "e-")
     ad.add_argument("--lr", type=float, default=d["lr"],
-                    help=f"peak learning rate (default: {rate} for RemixIT, 5e-4 for MixIT)")
+                    help=f"peak learning rate (default: {rate} for RemixIT and supervised, "
+                         "5e-4 for MixIT)")
     ad.add_argument("--ema", type=float, default=d["ema"],
                     help="keep an exponential moving average of the weights with this decay; "
                          "0: the trained weights (default: %(default)s)")

@@ -46,6 +46,9 @@ class TrainConfig:
     noise: str | None = None
     valid: str | None = None  # paired folder (noisy/, clean/) or unlabeled recordings
     clean: str | None = None  # clean references of --data, for the supervised strategy
+    # supervised without references: clean speech (any voices) mixed on the fly with the
+    # --noise clips (a folder, or noise found in the recordings of --data)
+    speech: str | None = None
     task: str = "enhance"  # enhance | separate
     strategy: str = "mixit"  # mixit | supervised | remixit
     model: str = "stft"
@@ -256,16 +259,21 @@ def _check_combination(c: TrainConfig) -> None:
     if c.augment and c.strategy == "remixit":
         raise ValueError("--augment is for --supervised and MixIT training (RemixIT takes its "
                          "targets from the teacher)")
-    if c.strategy == "supervised" and not c.clean:
-        raise ValueError("the supervised strategy needs clean references (--clean DIR)")
+    if c.strategy == "supervised" and not (c.clean or c.speech):
+        raise ValueError("the supervised strategy needs clean references (--clean DIR) or "
+                         "clean speech to mix with noise (--speech DIR --noise ...)")
+    if c.speech and not (c.strategy == "supervised" and c.task == "enhance" and c.noise):
+        raise ValueError("--speech is for supervised enhancement with --noise (the noise to "
+                         "mix it with)")
     if c.task == "enhance" and c.strategy == "mixit" and c.noise is None:
         raise ValueError("enhancement with MixIT needs noise-only clips: --noise DIR, "
                          "--noise auto (speech-free stretches found by a VAD), --noise "
                          "teacher (the --init model's noise estimates of the recordings) or "
                          "--noise pauses (where the --init model hears no speech)")
-    if c.noise in ("teacher", "pauses") and not (c.init and c.strategy == "mixit"):
+    if c.noise in ("teacher", "pauses") and not (
+            c.init and (c.strategy == "mixit" or c.speech)):
         raise ValueError(f"--noise {c.noise} takes its noise from the --init model: it "
-                         f"needs --init and --strategy mixit")
+                         f"needs --init and --strategy mixit (or --speech)")
     if c.n_sources < 2:
         raise ValueError(f"n_sources must be at least 2, got {c.n_sources}")
     if c.select not in SELECTIONS:
@@ -290,11 +298,13 @@ def interval_steps(text: str, epoch_steps: int) -> int:
 # --- wildmix adapt: the policy, as one function ----------------------------------------
 
 
-ADAPT_STRATEGIES = ("remixit", "mixit")
-# wildmix adapt's peak learning rate for RemixIT: 1e-4 beat 5e-4 on both valid sets (valid
-# voices in new noise: +0.17 dB over the start against -0.64; small's valid split: +0.34
-# against +0.20); MixIT keeps TrainConfig's fine-tuning rate
-ADAPT_REMIXIT_LR = 1e-4
+ADAPT_STRATEGIES = ("remixit", "mixit", "supervised")
+# wildmix adapt's peak learning rates, chosen on valid sets only. RemixIT: 1e-4 beat 5e-4 on
+# both (valid voices in new noise: +0.17 dB over the start against -0.64; small's valid
+# split: +0.34 against +0.20). Supervised on the pauses, valid voices in new noise (start
+# +4.98 dB): 5e-4 +4.55, 2e-4 +5.13, 1e-4 +5.44, 5e-5 +5.54. MixIT keeps TrainConfig's
+# fine-tuning rate.
+ADAPT_LR = {"remixit": 1e-4, "supervised": 5e-5}
 
 
 def adapt_config(data: str, out: str, start: str = "default", strategy: str = "remixit",
@@ -302,11 +312,13 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
                  max_steps: int = 3000,
                  max_minutes: float | None = 20.0, lr: float | None = None, seed: int = 0,
                  device: str | None = None, ema: float = TrainConfig.ema,
-                 overlap: float | None = None) -> TrainConfig:
+                 overlap: float | None = None, speech: str | None = None) -> TrainConfig:
     """The training settings of ``wildmix adapt``: RemixIT from ``start`` (recordings only),
-    or MixIT fine-tuning from it with ``noise`` clips (default: "auto", found by a VAD) and
-    the ``overlap`` penalty (None: :class:`TrainConfig`'s default). ``lr`` None:
-    ``ADAPT_REMIXIT_LR`` for RemixIT, :class:`TrainConfig`'s fine-tuning rate for MixIT.
+    MixIT fine-tuning from it with ``noise`` clips (default: "auto", found by a VAD) and
+    the ``overlap`` penalty (None: :class:`TrainConfig`'s default), or supervised
+    fine-tuning on clean ``speech`` of other voices mixed with ``noise`` (default: "pauses",
+    found in the recordings), the speech augmented. ``lr`` None: ``ADAPT_LR`` of the
+    strategy.
 
     Raises:
         ValueError: an unknown strategy.
@@ -319,9 +331,17 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
             log.warning("--noise is for --strategy mixit; RemixIT takes the noise from the "
                         "teacher's estimates and ignores it")
         return TrainConfig(strategy="remixit", teacher=start,
-                           **{**common, "lr": ADAPT_REMIXIT_LR if lr is None else lr})
+                           **{**common, "lr": ADAPT_LR["remixit"] if lr is None else lr})
     if strategy == "mixit":
         return TrainConfig(strategy="mixit", init=start, noise=noise or "auto", **common)
+    if strategy == "supervised":
+        if not speech:
+            raise ValueError("adapt --strategy supervised needs clean speech of any voices: "
+                             "--speech DIR (e.g. train/clean of a `wildmix corpus build` "
+                             "folder)")
+        return TrainConfig(strategy="supervised", init=start, speech=speech,
+                           noise=noise or "pauses", augment=True,
+                           **{**common, "lr": ADAPT_LR["supervised"] if lr is None else lr})
     raise ValueError(f"adapt strategy must be remixit or mixit, got {strategy!r}")
 
 

@@ -475,14 +475,53 @@ class PairedDataset(_SegmentDataset):
                          self.sample_rate, rng)
             if rng.random() < 0.5:
                 other, other_clean = self._pair(rng)
-                noise = other - other_clean
-                snr = rng.uniform(*self.snr_db)
-                noise = noise * math.sqrt(np.mean(np.square(s, dtype=np.float64))
-                                          / (np.mean(np.square(noise, dtype=np.float64))
-                                             + 1e-20) / 10 ** (snr / 10))
+                noise = at_snr(other - other_clean, s, rng.uniform(*self.snr_db))
             x = (s + noise).astype(np.float32)
-        gain = 10 ** (rng.uniform(*self.level_db) / 20) / max(audio.rms(x), 1e-8)
-        return torch.from_numpy(np.stack([x * gain, s * gain]).astype(np.float32))
+        return _noisy_clean(x, s, rng.uniform(*self.level_db))
+
+
+class SpeechNoiseDataset(MixtureDataset):
+    """Noisy speech made on the fly for supervised training: ``(2, T)`` = ``[noisy, clean]``,
+    a crop of clean ``speech`` plus a crop of ``noise`` (e.g. noise found in a user's own
+    recordings) at an SNR drawn from ``snr_db``, the sum at an RMS level drawn from
+    ``level_db``. With ``augment=True`` the speech is played at its own speed (a factor
+    drawn from ``speed``) through a smooth random equaliser, as in :class:`PairedDataset`.
+    """
+
+    def __init__(self, speech: Sequence[Clip], noise: Sequence[Clip], sample_rate: int = 16000,
+                 segment_seconds: float = 4.0, examples_per_epoch: int = 1000,
+                 snr_db: tuple[float, float] = (-5.0, 15.0),
+                 level_db: tuple[float, float] = (-30.0, -20.0), seed: int = 0,
+                 augment: bool = False, speed: tuple[float, float] = (0.85, 1.15)):
+        if not noise:
+            raise DataError("noise-only set is empty")
+        super().__init__(speech, noise, sample_rate, segment_seconds, examples_per_epoch,
+                         level_db=level_db, seed=seed, augment=augment, speed=speed)
+        self.snr_db = snr_db
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = self._rng(index)
+        s = self._draw(self.recordings, self._p_recordings, rng)
+        noise = self._draw(self.noise, self._p_noise, rng)
+        if self.augment:
+            s = equalise(change_speed(s, rng.uniform(*self.speed), self.sample_rate, rng),
+                         self.sample_rate, rng)
+        x = (s + at_snr(noise, s, rng.uniform(*self.snr_db))).astype(np.float32)
+        return _noisy_clean(x, s, rng.uniform(*self.level_db))
+
+
+def at_snr(noise: np.ndarray, speech: np.ndarray, snr_db: float) -> np.ndarray:
+    """``noise`` scaled so that ``speech`` lies ``snr_db`` above it (energies over the
+    whole crop)."""
+    ratio = np.mean(np.square(speech, dtype=np.float64)) / (
+        np.mean(np.square(noise, dtype=np.float64)) + 1e-20)
+    return noise * math.sqrt(ratio / 10 ** (snr_db / 10))
+
+
+def _noisy_clean(x: np.ndarray, s: np.ndarray, level_db: float) -> torch.Tensor:
+    """``(2, T)`` ``[x, s]``, both with the gain that puts ``x`` at ``level_db`` RMS."""
+    gain = 10 ** (level_db / 20) / max(audio.rms(x), 1e-8)
+    return torch.from_numpy(np.stack([x * gain, s * gain]).astype(np.float32))
 
 
 def change_speed(x: np.ndarray, factor: float, sample_rate: int,

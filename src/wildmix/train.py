@@ -256,7 +256,7 @@ def _train_set(c: TrainConfig, total_examples: int):
         return (wdata.SourcesDataset(groups, max(map(len, groups)), c.sample_rate,
                                      c.segment_seconds, total_examples, seed=c.seed),
                 [g[0] for g in groups], None, [])
-    if c.strategy == "supervised":
+    if c.strategy == "supervised" and not c.speech:
         pairs = wdata.paired_clips(c.data, c.clean)
         log.info("supervised training on %d noisy/clean pairs", len(pairs))
         return (wdata.PairedDataset(pairs, c.sample_rate, c.segment_seconds, total_examples,
@@ -273,6 +273,13 @@ def _train_set(c: TrainConfig, total_examples: int):
         return (wdata.RecordingDataset(clips, c.sample_rate, c.segment_seconds,
                                        total_examples, seed=c.seed), clips, None, held)
     noise_clips = _noise_clips(c, index) if c.task == "enhance" else None
+    if c.strategy == "supervised":  # clean --speech mixed with the noise
+        speech = wdata.index_folder(c.speech)
+        log.info("clean speech %s: %s", c.speech, speech.summary())
+        return (wdata.SpeechNoiseDataset(speech.clips, noise_clips, c.sample_rate,
+                                         c.segment_seconds, total_examples, seed=c.seed,
+                                         augment=c.augment, speed=c.augment_speed),
+                clips, noise_clips, held)
     return (wdata.MixtureDataset(clips, noise_clips, c.sample_rate, c.segment_seconds,
                                  total_examples, relative_gain_db=c.relative_gain_db,
                                  noise_augment=c.noise_augment, seed=c.seed,
