@@ -624,3 +624,26 @@ def test_supervised_on_clean_speech_mixed_with_noise_from_the_recordings(tiny_co
         resolve(_config(tiny_corpus, tmp_path / "r", strategy="supervised",
                         speech=str(tiny_corpus / "valid" / "clean"), noise=None,
                         data=str(tiny_corpus / "train" / "noisy"), valid=None))
+
+
+def test_sparsity_penalty_waits_for_its_start_then_ramps_to_its_weight():
+    """MixIT with --sparsity-start 100: the loss is plain MixIT up to step 100, adds half the
+    weighted L1/L2 penalty at step 150 and all of it from step 200."""
+    torch.manual_seed(0)
+    mixtures = torch.randn(2, 2, 800)
+    net = torch.nn.Linear(800, 4 * 800)
+
+    def model(x):
+        return net(x).reshape(len(x), 4, 800)
+
+    plain = strategies.MixIT(search="exact")
+    delayed = strategies.MixIT(search="exact", sparsity=3.0, sparsity_start=100)
+    base = plain.loss(model, mixtures, 0).item()
+    penalty = 3.0 * strategies.losses.sparsity(model(mixtures.sum(1)).float()).mean().item()
+    for step, share in ((0, 0.0), (100, 0.0), (150, 0.5), (200, 1.0), (5000, 1.0)):
+        got = delayed.loss(model, mixtures, step).item()
+        assert got == pytest.approx(base + share * penalty, rel=1e-5, abs=1e-5)
+    assert strategies.MixIT(sparsity=3.0).loss(model, mixtures, 0).item() == pytest.approx(
+        base + penalty, rel=1e-5, abs=1e-5)  # sparsity_start 0: full weight at once
+    with pytest.raises(ValueError, match="--sparsity-start must be a step count"):
+        resolve(train.TrainConfig(data="d", out="o", sparsity_start=-1))

@@ -270,6 +270,8 @@ _TRAIN_NUMBERS = (  # (flag, type, help) of plain numeric training settings
     ("--batch-size", int, ""), ("--segment-seconds", float, ""),
     ("--lr", float, "peak learning rate (default: 3e-3, 5e-4 when fine-tuning)"),
     ("--sparsity", float, "weight of the sparsity loss"),
+    ("--sparsity-start", int, "MixIT: the sparsity loss is off for this many steps, then "
+                              "rises to its weight over as many again"),
     ("--leakage", float, "MixIT enhancement: weight of the energy that the noise outputs give "
                          "to the noisy recording"),
     ("--overlap", float, "MixIT: weight of the time-frequency overlap of the outputs, from "

@@ -69,6 +69,9 @@ class TrainConfig:
     snr_max: float = 30.0
     search: str | None = None  # exact | efficient; default exact up to M=12
     sparsity: float = 0.0  # weight of the L1/L2 output-RMS sparsity loss
+    # MixIT: the sparsity loss is off for this many steps, then rises to its weight over as
+    # many again (0: full weight from the first step)
+    sparsity_start: int = 0
     # MixIT enhancement: weight of the energy that noise outputs give to the noisy recording
     # (speech leaking out of output 0)
     leakage: float = 0.0
@@ -252,6 +255,8 @@ def _check_combination(c: TrainConfig) -> None:
     for name in ("sparsity", "leakage", "overlap"):
         if not math.isfinite(getattr(c, name)) or getattr(c, name) < 0:
             raise ValueError(f"--{name} must be a weight >= 0, got {getattr(c, name)}")
+    if c.sparsity_start < 0:
+        raise ValueError(f"--sparsity-start must be a step count >= 0, got {c.sparsity_start}")
     if c.leakage and not (c.strategy == "mixit" and c.task == "enhance"):
         raise ValueError("--leakage is for MixIT enhancement (output 0 is the speech)")
     if c.overlap and c.strategy != "mixit":

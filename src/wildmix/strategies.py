@@ -48,15 +48,17 @@ class MixIT(Strategy):
     against the others when ``allowed`` is given, every pair otherwise). The overlap penalty
     only consolidates a split the network has already learned: it is off for the first
     ``overlap_start`` steps and reaches its weight after as many again (from the first step,
-    it decides which output gets the speech and output 0 can lose it)."""
+    it decides which output gets the speech and output 0 can lose it). ``sparsity_start``
+    delays the sparsity penalty the same way (0: from the first step)."""
 
     def __init__(self, loss: str = "snr", search: str = "exact",
                  allowed: torch.Tensor | None = None, snr_max: float = 30.0,
                  sparsity: float = 0.0, leakage: float = 0.0, overlap: float = 0.0,
-                 overlap_start: int = 1000):
+                 overlap_start: int = 1000, sparsity_start: int = 0):
         self.loss_name, self.search, self.allowed = loss, search, allowed
         self.snr_max, self.sparsity, self.leakage = snr_max, sparsity, leakage
         self.overlap, self.overlap_start = overlap, overlap_start
+        self.sparsity_start = sparsity_start
 
     def loss(self, net, batch, step):
         estimates = net(batch.sum(1)).float()  # (B, M, T)
@@ -64,12 +66,13 @@ class MixIT(Strategy):
             return estimates.new_tensor(float("nan"))
         result = self.mixit(batch, estimates)
         loss = result.loss
-        if self.sparsity:
-            loss = loss + self.sparsity * losses.sparsity(estimates).mean()
+        weight = self.sparsity * ramp(step, self.sparsity_start)
+        if weight:
+            loss = loss + weight * losses.sparsity(estimates).mean()
         if self.leakage:
             leak = losses.leakage(estimates, result.mixing.detach(), batch[:, 0])
             loss = loss + self.leakage * leak.mean()
-        weight = self.overlap * min(1.0, max(0.0, step / max(1, self.overlap_start) - 1.0))
+        weight = self.overlap * ramp(step, self.overlap_start)
         if weight:
             shared = losses.overlap(estimates, "all" if self.allowed is None else "first")
             loss = loss + weight * shared.mean()  # a full overlap costs `weight` dB
@@ -81,6 +84,14 @@ class MixIT(Strategy):
         or ``(B,)`` with ``reduction="none"``) and the chosen mixing matrices."""
         return mixit_loss(mixtures, estimates, loss=self.loss_name, search=self.search,
                           allowed=self.allowed, snr_max=self.snr_max, reduction=reduction)
+
+
+def ramp(step: int, start: int) -> float:
+    """0 for the first ``start`` steps, then rising linearly to 1 over as many again; 1 from
+    the first step when ``start`` is 0."""
+    if start <= 0:
+        return 1.0
+    return min(1.0, max(0.0, step / start - 1.0))
 
 
 def speech_noise_loss(estimates: torch.Tensor, speech: torch.Tensor, noise: torch.Tensor,

@@ -147,7 +147,7 @@ def make_strategy(plan: Plan, device: torch.device) -> Strategy:
     allowed = enhancement_constraint(c.n_sources).to(device) if c.task == "enhance" else None
     return STRATEGIES["mixit"](loss=c.loss, search=c.search, allowed=allowed,
                                snr_max=c.snr_max, sparsity=c.sparsity, leakage=c.leakage,
-                               overlap=c.overlap)
+                               overlap=c.overlap, sparsity_start=c.sparsity_start)
 
 
 # --- 3. checkpoints -----------------------------------------------------------------------
