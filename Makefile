@@ -148,7 +148,7 @@ bench-adapt: $(STAMP)
 	$(PY) benchmarks/bench_adapt.py --minutes $(ADAPT_MINUTES) --real-data $(DATA)/corpus-real \
 		--small-data $(DATA)/corpus-small
 
-# slow (about SEPARATE_STEPS / 3000 x 50 minutes on 2 cores): universal sound separation on
+# slow (about SEPARATE_STEPS / 3000 x 70 minutes on 2 cores): universal sound separation on
 # the 'sounds' corpus (built on first use): MixIT with M=4/8, exact/efficient search, the
 # sparsity loss, and supervised PIT, same model and steps; MSi and 1S on the test split, a
 # report with spectrograms and players, the search's speed at M=8 and 16, targets checked
