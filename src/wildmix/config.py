@@ -347,7 +347,8 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
         return TrainConfig(strategy="supervised", init=start, speech=speech,
                            noise=noise or "pauses", augment=True,
                            **{**common, "lr": ADAPT_LR["supervised"] if lr is None else lr})
-    raise ValueError(f"adapt strategy must be remixit or mixit, got {strategy!r}")
+    raise ValueError(f"adapt strategy must be one of {', '.join(ADAPT_STRATEGIES)}, got "
+                     f"{strategy!r}")
 
 
 
