@@ -620,6 +620,13 @@ def test_supervised_on_clean_speech_mixed_with_noise_from_the_recordings(tiny_co
     assert isinstance(dataset, train.wdata.SpeechNoiseDataset)
     assert {n.path for n in dataset.noise} == {n.path for n in noise}
     assert all("/valid/clean/" in s.path for s in dataset.recordings)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(train.wdata.DataError, match="no audio files found in"):
+        train.train(_config(tiny_corpus, tmp_path / "r2", data=c.data, valid=None,
+                            strategy="supervised", speech=str(empty), noise="pauses",
+                            init="default", max_steps=3), progress=False)
+    assert not (tmp_path / "r2" / "pause-noise").exists()  # it failed before the search
     with pytest.raises(ValueError, match="--speech is for supervised enhancement with --noise"):
         resolve(_config(tiny_corpus, tmp_path / "r", strategy="supervised",
                         speech=str(tiny_corpus / "valid" / "clean"), noise=None,

@@ -272,9 +272,11 @@ def _train_set(c: TrainConfig, total_examples: int):
     if c.strategy == "remixit":  # the teacher supplies the noise: recordings only
         return (wdata.RecordingDataset(clips, c.sample_rate, c.segment_seconds,
                                        total_examples, seed=c.seed), clips, None, held)
+    # supervised: clean --speech mixed with the noise; indexed first, so that a bad folder
+    # fails before the noise is searched for
+    speech = wdata.index_folder(c.speech) if c.strategy == "supervised" else None
     noise_clips = _noise_clips(c, index) if c.task == "enhance" else None
-    if c.strategy == "supervised":  # clean --speech mixed with the noise
-        speech = wdata.index_folder(c.speech)
+    if speech is not None:
         log.info("clean speech %s: %s", c.speech, speech.summary())
         return (wdata.SpeechNoiseDataset(speech.clips, noise_clips, c.sample_rate,
                                          c.segment_seconds, total_examples, seed=c.seed,
