@@ -582,6 +582,13 @@ def test_adapt_learning_rate_defaults_per_strategy_and_yields_to_the_flag():
         adapt_config("d", "o", strategy="supervised")
 
 
+def test_adapt_help_states_each_strategys_learning_rate(capsys):
+    with pytest.raises(SystemExit):
+        main(["adapt", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "1e-4 for RemixIT, 5e-5 for supervised, 5e-4 for MixIT" in text
+
+
 def test_mixit_leakage_penalty_adds_the_noise_outputs_energy_in_the_noisy_recording():
     from wildmix.mixit import enhancement_constraint, mixit_loss
 

@@ -386,10 +386,10 @@ def _add_adapt(commands) -> None:
                     help="step budget (default: %(default)s)")
     ad.add_argument("--max-minutes", type=float, default=d["max_minutes"],
                     help="time budget in minutes (default: %(default)s)")
-    rate = f"{ADAPT_LR['remixit']:.0e}".replace("e-0", "e-")
+    rates = {k: f"{v:.0e}".replace("e-0", "e-") for k, v in ADAPT_LR.items()}
     ad.add_argument("--lr", type=float, default=d["lr"],
-                    help=f"peak learning rate (default: {rate} for RemixIT and supervised, "
-                         "5e-4 for MixIT)")
+                    help=f"peak learning rate (default: {rates['remixit']} for RemixIT, "
+                         f"{rates['supervised']} for supervised, 5e-4 for MixIT)")
     ad.add_argument("--ema", type=float, default=d["ema"],
                     help="keep an exponential moving average of the weights with this decay; "
                          "0: the trained weights (default: %(default)s)")

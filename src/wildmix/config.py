@@ -333,8 +333,8 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
                   ema=ema, overlap=overlap)
     if strategy == "remixit":
         if noise:
-            log.warning("--noise is for --strategy mixit; RemixIT takes the noise from the "
-                        "teacher's estimates and ignores it")
+            log.warning("--noise is for --strategy mixit or supervised; RemixIT takes the "
+                        "noise from the teacher's estimates and ignores it")
         return TrainConfig(strategy="remixit", teacher=start,
                            **{**common, "lr": ADAPT_LR["remixit"] if lr is None else lr})
     if strategy == "mixit":
