@@ -54,6 +54,35 @@ def timed(fn, mixtures, estimates, repeats: int, budget_s: float) -> float:
     return statistics.median(times[1:])
 
 
+def parts(mixtures: torch.Tensor, estimates: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median seconds of each part of one MixIT step: the Gram statistics and the final
+    scoring (the remix of the chosen matrix, its SNR and the backward pass), which both
+    searches do, and each search itself."""
+    from wildmix import mixit
+
+    allowed = torch.ones(mixtures.shape[0], mixtures.shape[1], estimates.shape[1],
+                         dtype=torch.bool)
+    stats = mixit._gram(mixtures, estimates, zero_mean=False)
+    mixing = mixit._efficient_search(stats, allowed).to(estimates.dtype)
+
+    def score():
+        est = estimates.detach().requires_grad_(True)
+        neg_snr(mixing @ est, mixtures).sum(-1).mean().backward()
+
+    def median(fn) -> float:
+        times = []
+        for _ in range(repeats + 1):  # the first call warms up
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times[1:])
+
+    return {"statistics": median(lambda: mixit._gram(mixtures, estimates, zero_mean=False)),
+            "scoring": median(score),
+            "exact search": median(lambda: mixit._exact_search(stats, allowed, "snr", 30.0)),
+            "efficient search": median(lambda: mixit._efficient_search(stats, allowed))}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -84,6 +113,9 @@ def main(argv=None) -> None:
             naive_s, ratio = f"{'skipped':>10}", f"{'-':>11}"
         print(f"{n_src:>3} | {exact * 1e3:9.1f} | {efficient * 1e3:12.1f} | {naive_s} | "
               f"{ratio:>11} | {exact / efficient:14.1f}x")
+    print(f"\nparts of one step at M={n_src} (ms; statistics and scoring are shared):")
+    for name, seconds in parts(mixtures, estimates, args.repeats).items():
+        print(f"  {name:>16}: {seconds * 1e3:6.2f}")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,23 @@ def test_exact_matches_brute_force(loss, n_mix, n_src):
         assert torch.all(result.mixing.sum(1) == 1)
 
 
+@pytest.mark.parametrize("block", [1, 7, 64])
+def test_exact_scored_in_small_blocks_matches_brute_force(monkeypatch, block):
+    """The candidates' scores are computed block by block (a few rows of the first half's
+    assignments at a time); the best over all blocks is the brute-force optimum, whatever
+    the block size, with the constraint of enhancement."""
+    import wildmix.mixit
+
+    monkeypatch.setattr(wildmix.mixit, "_SCORE_BLOCK", block)
+    for seed, (n_mix, n_src) in enumerate([(2, 6), (3, 5), (2, 7)]):
+        x, s = _problem(seed, 3, n_mix, n_src, 90, structured=seed % 2 == 0)
+        allowed = enhancement_constraint(n_src, n_mix)
+        result = mixit_loss(x, s, allowed=allowed, reduction="none")
+        oracle, matrices = brute_force(x.double(), s.double(), LOSSES["snr"], allowed)
+        torch.testing.assert_close(result.loss.double(), oracle, rtol=1e-4, atol=1e-4)
+        assert torch.equal(result.mixing, matrices.to(result.mixing.dtype))
+
+
 @pytest.mark.parametrize("loss", ["snr", "sisnr"])
 def test_exact_with_constraints_matches_brute_force(loss):
     for seed, (n_mix, n_src) in enumerate([(2, 3), (2, 6), (3, 4), (3, 5)]):
