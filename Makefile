@@ -132,12 +132,14 @@ bench-stream: $(STAMP)
 	scripts/install-debs.sh $(PY) real speech
 	$(PY) benchmarks/bench_stream.py --real-data $(DATA)/corpus-real
 
-# slow (about 3 hours on 2 cores): `wildmix adapt` from the shipped model, recordings only
+# slow (about 4 hours on 2 cores): `wildmix adapt` from the shipped model, recordings only
 # (RemixIT, RemixIT with DNSMOS selection, MixIT with VAD noise, with the model's noise
 # estimates, with the pauses it hears, supervised on clean speech of the 'real' corpus's
-# training voices mixed with those pauses) and with noise clips (MixIT, supervised), on
-# real voices in noise new to the model, in the noise it knows, and on the small corpus, beside NSNet2 and RNNoise; then
-# DNSMOS against SI-SNRi over a run's validations. ADAPT_MINUTES: each adaptation's budget
+# training voices mixed with those pauses, RemixIT beside that) and with noise clips
+# (MixIT, supervised, RemixIT beside supervised), and the ceiling (supervised on the
+# recordings' own clean speech, not label-free), on real voices in noise new to the model,
+# in the noise it knows, and on the small corpus, beside NSNet2 and RNNoise; then DNSMOS
+# against SI-SNRi over a run's validations. ADAPT_MINUTES: each adaptation's budget
 ADAPT_MINUTES ?= 6
 NEW_NOISE_DEBS = openttd-opensfx xmoto-data minetest-data
 bench-adapt: $(STAMP)

@@ -21,18 +21,22 @@ Situations built like a user's:
 Methods, each starting from the shipped model with the same time budget (``--minutes``):
 `wildmix adapt` with RemixIT (recordings only, the default), with RemixIT choosing best.pt
 by DNSMOS on held-back recordings (recordings only, label-free), with MixIT and VAD-found
-noise (recordings only), with MixIT whose noise-only mixtures are the shipped model's
-noise estimates of the recordings (recordings only), with MixIT on the pauses of the
-recordings where the shipped model hears no speech (recordings only), with MixIT and the
-noise clips, and supervised fine-tuning on clean speech of the 'real' corpus's training
-voices mixed with the pauses (recordings only) or with the noise clips. Beside them: the
-noisy input, the shipped model, NSNet2 and RNNoise. One table per situation (SI-SNRi,
-PESQ, ESTOI with 95% CIs, then per voice), the issue's targets checked, and the rank
-correlation between DNSMOS and SI-SNRi over the validations of a run that logs both
-(RemixIT on the new-noise recordings, validated every 250 steps on paired files of the
-'real' corpus's valid voices in new-noise sounds of the recordings' half: voices and noise
-files in neither the recordings nor the test set). ``--situations new-noise-valid`` runs
-the methods on those valid voices instead, for choosing settings.
+noise (recordings only), with MixIT whose noise-only mixtures are the shipped model's noise
+estimates of the recordings (recordings only), with MixIT on the pauses of the recordings
+where the shipped model hears no speech (recordings only), with MixIT and the noise clips,
+and supervised fine-tuning on clean speech of the 'real' corpus's training voices mixed with
+the pauses (recordings only) or with the noise clips, and RemixIT with that supervised
+fine-tuning beside it (`wildmix adapt --speech`: each batch trains on both; pauses or noise
+clips). Beside them: the noisy input, the shipped model, NSNet2 and RNNoise, and a ceiling
+that is not label-free (``oracle-own-clean``): supervised fine-tuning on the recordings
+themselves, paired with their true clean speech (the recordings minus their noise), what a
+method that learned from these recordings without mistakes could reach at this budget. One
+table per situation (SI-SNRi, PESQ, ESTOI with 95% CIs, then per voice), the issue's targets
+checked, and the rank correlation between DNSMOS and SI-SNRi over the validations of a run
+that logs both (RemixIT on the new-noise recordings, validated every 250 steps on paired
+files of the 'real' corpus's valid voices in new-noise sounds of the recordings' half:
+voices and noise files in neither the recordings nor the test set). ``--situations
+new-noise-valid`` runs the methods on those valid voices instead, for choosing settings.
 """
 
 from __future__ import annotations
@@ -55,9 +59,11 @@ NEW_NOISE = {  # Debian package -> its sounds: noise that no wildmix corpus or m
     "minetest-data": "/usr/share/games/minetest/games/minetest_game/mods/*/sounds/*.ogg",
 }
 RECORDINGS_ONLY = ("adapt-remixit", "adapt-remixit-dnsmos", "adapt-mixit-vad",
-                   "adapt-mixit-teacher", "adapt-mixit-pauses",
-                   "adapt-supervised-pauses")  # methods without noise clips
-WITH_NOISE_CLIPS = ("adapt-mixit-noise", "adapt-supervised-noise")
+                   "adapt-mixit-teacher", "adapt-mixit-pauses", "adapt-supervised-pauses",
+                   "adapt-remixit-speech-pauses")  # methods without noise clips
+WITH_NOISE_CLIPS = ("adapt-mixit-noise", "adapt-supervised-noise", "adapt-remixit-speech-noise")
+ORACLE = "oracle-own-clean"  # supervised on the recordings' own clean speech: a ceiling
+ORACLE_LR = 2e-4  # the best of 5e-5, 2e-4, 1e-3 on new-noise-valid (see the README)
 MIN_NOISE_SECONDS = 1.0  # shorter sounds (footsteps, clicks) would loop into a buzz
 
 
@@ -181,18 +187,46 @@ def methods(folder: Path, noise: Path, speech: Path, minutes: float) -> dict[str
         "adapt-mixit-noise": [*common, "--strategy", "mixit", "--noise", str(noise)],
         "adapt-supervised-pauses": supervised,
         "adapt-supervised-noise": [*supervised, "--noise", str(noise)],
+        "adapt-remixit-speech-pauses": [*common, "--speech", str(speech)],
+        "adapt-remixit-speech-noise": [*common, "--speech", str(speech), "--noise", str(noise)],
     }
 
 
+def own_clean(recordings: Path, noise: Path, out: Path) -> Path:
+    """The recordings' own clean speech, each recording minus its noise (same file names),
+    written once to ``out``; for the oracle only."""
+    from wildmix import audio
+
+    if not out.is_dir():
+        tmp = out.with_name(out.name + ".tmp")
+        for path in sorted(recordings.glob("*.wav")):
+            x, sr = audio.read(path), audio.info(path).sample_rate
+            audio.write(tmp / path.name, x - audio.read(noise / path.name, sr), sr)
+        tmp.rename(out)
+    return out
+
+
+def oracle(recordings: Path, clean: Path, minutes: float) -> list[str]:
+    """`wildmix train` arguments of the ceiling: `wildmix adapt --strategy supervised`'s
+    settings (start, augmentation, steps, time) but its own learning rate, the clean speech
+    the recordings' own."""
+    return ["train", "--strategy", "supervised", "--data", str(recordings), "--clean",
+            str(clean), "--init", "default", "--augment", "--lr", str(ORACLE_LR),
+            "--select", "none", "--max-minutes", str(minutes), "--no-progress"]
+
+
 def situation(cli, name: str, recordings: Path, noise: Path, test: Path, corpus: Path,
-              runs: Path, report: Path, minutes: float, speech: Path,
+              runs: Path, report: Path, minutes: float, speech: Path, clean: Path,
               only: list[str] | None = None) -> dict:
     done = []
-    for run, args in methods(recordings, noise, speech, minutes).items():
+    planned = {run: ["adapt", *args] for run, args in
+               methods(recordings, noise, speech, minutes).items()}
+    planned[ORACLE] = oracle(recordings, clean, minutes)
+    for run, args in planned.items():
         if only and run not in only:
             continue
         try:
-            cli(["adapt", "--out", str(runs / run), *args])
+            cli([*args, "--out", str(runs / run)])
             done.append(run)
         except SystemExit as e:  # a method that cannot run here is a result too
             print(f"{run}: {e} (its line above says why)")
@@ -224,6 +258,10 @@ def check(name: str, summary: dict, only: list[str] | None = None) -> None:
         gap = mean[run]["si_snri"] - mean["nsnet2"]["si_snri"]
         print(f"  {'met ' if gap >= 1 else 'MISSED'}  {run} (with noise clips): {gap:+.2f} dB "
               f"over NSNet2 (target +1)")
+    if ORACLE in mean:
+        print(f"  ceiling: {ORACLE} (not label-free: the recordings' own clean speech) "
+              f"{mean[ORACLE]['si_snri'] - start['si_snri']:+.2f} dB over the shipped model, "
+              f"PESQ {mean[ORACLE]['pesq']:.2f}, ESTOI {mean[ORACLE]['estoi']:.3f}")
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -262,7 +300,8 @@ def main(argv=None) -> None:
     parser.add_argument("--small-data", default="data/corpus-small")
     parser.add_argument("--out", default="runs/adapt-bench")
     parser.add_argument("--report", default="reports/adapt")
-    parser.add_argument("--methods", nargs="+", choices=list(methods(*[Path()] * 3, 0)),
+    parser.add_argument("--methods", nargs="+",
+                        choices=[*methods(*[Path()] * 3, 0), ORACLE],
                         help="only these adaptation methods (default: all)")
     parser.add_argument("--no-correlation", action="store_true")
     args = parser.parse_args(argv)
@@ -282,9 +321,10 @@ def main(argv=None) -> None:
     # corpus's training voices, none of them in any situation's recordings or test set
 
     def measure(name: str, title: str, folder: Path, corpus: Path, recordings: str = "recordings",
-                noise: str = "noise", test: str = "test") -> None:
+                noise: str = "noise", test: str = "test", clean: Path | None = None) -> None:
+        clean = clean or own_clean(folder / recordings, folder / noise, folder / "own-clean")
         check(name, situation(cli, title, folder / recordings, folder / noise, folder / test,
-                              corpus, out / name, report / name, args.minutes, speech,
+                              corpus, out / name, report / name, args.minutes, speech, clean,
                               args.methods), args.methods)
 
     if "real" in args.situations:
@@ -296,7 +336,8 @@ def main(argv=None) -> None:
         measure("new-noise-valid", "valid voices in new noise",
                 build_new(real, out / "new-noise-valid-situation", split="valid"), real)
     if "small" in args.situations:
-        measure("small", "built-in small corpus", small, small, "train/noisy", "train/noise")
+        measure("small", "built-in small corpus", small, small, "train/noisy", "train/noise",
+                clean=small / "train" / "clean")
     if not args.no_correlation:  # voices and noise files in neither recordings nor test
         valid = build_new(real, out / "new-noise-valid-situation", split="valid") / "test"
         correlation(cli, build_new(real, out / "new-noise-situation") / "recordings", valid,

@@ -392,9 +392,63 @@ def test_remixit_config_errors(tiny_corpus, tmp_path):
                         (dict(teacher=str(path), teacher_update="sometimes"), "ema, replace"),
                         (dict(teacher=str(path), teacher_every="often"), "teacher_every"),
                         (dict(teacher=str(tmp_path / "none.pt")), "none.pt"),
-                        (dict(teacher=str(path), augment=True), "takes its targets")):
+                        (dict(teacher=str(path), augment=True), "takes its targets"),
+                        (dict(teacher=str(path), speech="s", valid=None,  # and no --noise
+                              data=str(tiny_corpus / "train" / "noisy")), "--speech is for"),
+                        (dict(teacher=str(path), noise="pauses"), "needs one, and")):
         with pytest.raises((ValueError, models.CheckpointError), match=message):
             resolved(_config(tiny_corpus, tmp_path / "r", strategy="remixit", **kw))
+
+
+def test_remixit_beside_clean_speech_adds_the_supervised_loss_of_the_pairs(tiny_corpus,
+                                                                           tmp_path):
+    """batch [recording, noisy, clean]: the RemixIT loss of the recordings plus the
+    supervised loss of the pairs, each computed on its own by the plain strategies."""
+    path, _ = _teacher(tmp_path)
+    plan = resolve(_config(tiny_corpus, tmp_path / "r", strategy="remixit", teacher=str(path)))
+    strategy = train.make_strategy(plan, torch.device("cpu"))
+    student = models.build(plan.model_name, plan.model_args).eval()  # no dropout
+    strategy.start(student, None, epoch_steps=10)
+    with torch.no_grad():
+        for p in student.parameters():  # a student that is no longer its teacher
+            p.add_(0.01 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(1)
+    clean = 0.05 * torch.randn(4, 8000, generator=g)
+    noisy = clean + 0.05 * torch.randn(4, 8000, generator=g)
+    recording = 0.05 * torch.randn(4, 1, 8000, generator=g)
+    joint = strategy.loss(student, torch.cat([recording, torch.stack([noisy, clean], 1)], 1), 5)
+    alone = strategy.loss(student, recording, 5)
+    supervised = strategies.Supervised().loss(student, torch.stack([noisy, clean], 1), 5)
+    torch.testing.assert_close(joint, alone + supervised, rtol=1e-4, atol=1e-4)
+    assert abs(supervised.item()) > 1.0  # a term that matters
+
+
+def test_adapt_remixit_with_speech_trains_on_recordings_and_speech_in_their_pauses(
+        tiny_corpus, tmp_path):
+    """`wildmix adapt --speech DIR` (RemixIT, the default): each example is a recording for
+    RemixIT over clean speech mixed with the pauses the start model finds in the
+    recordings; the speech is augmented."""
+    from wildmix.config import ADAPT_LR, adapt_config
+
+    out = tmp_path / "run"
+    c = adapt_config(str(tiny_corpus / "train" / "noisy"), str(out),
+                     speech=str(tiny_corpus / "valid" / "clean"), max_steps=3,
+                     max_minutes=None)
+    assert (c.strategy, c.teacher, c.noise, c.augment, c.lr) == (
+        "remixit", "default", "pauses", True, ADAPT_LR["remixit"])
+    assert train.train(c, progress=False).step == 3
+    assert (out / "pause-noise" / ".complete").exists()
+    dataset, _, noise, _ = train._train_set(resolve(c).config, 4)
+    assert isinstance(dataset, train.wdata.JointDataset) and len(dataset) == 4
+    item = dataset[2]
+    assert item.shape == (3, int(c.segment_seconds * 16000))
+    recordings, pairs = dataset.datasets
+    assert torch.equal(item[:1], recordings[2]) and torch.equal(item[1:], pairs[2])
+    assert {n.path for n in pairs.noise} == {n.path for n in noise}
+    assert all("/valid/clean/" in s.path for s in pairs.recordings)
+    assert not torch.equal(item[0], item[1])  # not the same draw
+    plain = resolve(adapt_config(c.data, str(tmp_path / "p"))).config
+    assert (plain.speech, plain.noise, plain.augment) == (None, None, False)
 
 
 def resolved(c):
@@ -634,7 +688,7 @@ def test_supervised_on_clean_speech_mixed_with_noise_from_the_recordings(tiny_co
                             strategy="supervised", speech=str(empty), noise="pauses",
                             init="default", max_steps=3), progress=False)
     assert not (tmp_path / "r2" / "pause-noise").exists()  # it failed before the search
-    with pytest.raises(ValueError, match="--speech is for supervised enhancement with --noise"):
+    with pytest.raises(ValueError, match="--speech is for enhancement, supervised or beside"):
         resolve(_config(tiny_corpus, tmp_path / "r", strategy="supervised",
                         speech=str(tiny_corpus / "valid" / "clean"), noise=None,
                         data=str(tiny_corpus / "train" / "noisy"), valid=None))

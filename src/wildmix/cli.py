@@ -311,8 +311,8 @@ def _add_train(commands) -> None:
                     "else none", choices=cf.SELECTIONS)
     opt("--clean", "clean references of --data, for --supervised (--task separate: the "
         "sources folder, NAME/sK.wav; a sounds corpus brings its own)")
-    opt("--speech", "--supervised without --clean: clean speech (any voices) mixed on the "
-                    "fly with the --noise clips")
+    opt("--speech", "--supervised without --clean, or beside --strategy remixit: clean "
+                    "speech (any voices) mixed on the fly with the --noise clips")
     opt("--task", choices=cf.TASKS)
     opt("--strategy", "mixit (noisy recordings only), supervised (clean references), "
                       "remixit (self-training from --teacher)", choices=cf.STRATEGIES)
@@ -367,14 +367,16 @@ def _add_adapt(commands) -> None:
                     help="remixit (recordings only), mixit fine-tuning, or supervised "
                          "fine-tuning on --speech mixed with --noise (default: %(default)s)")
     ad.add_argument("--noise", default=d["noise"],
-                    help="mixit and supervised: folder of noise-only clips, 'auto' (mixit's "
-                         "default) for speech-free stretches found by a VAD, 'teacher' for "
-                         "the starting model's noise estimates of your recordings, or "
-                         "'pauses' (supervised's default) for the stretches of your "
-                         "recordings where it hears no speech")
+                    help="mixit, supervised and remixit with --speech: folder of noise-only "
+                         "clips, 'auto' (mixit's default) for speech-free stretches found "
+                         "by a VAD, 'teacher' for the starting model's noise estimates of "
+                         "your recordings, or 'pauses' (the default with --speech) for the "
+                         "stretches of your recordings where it hears no speech")
     ad.add_argument("--speech", default=d["speech"],
-                    help="supervised: a folder of clean speech of any voices, e.g. "
-                         "train/clean of a `wildmix corpus build` folder")
+                    help="a folder of clean speech of any voices, e.g. train/clean of a "
+                         "`wildmix corpus build` folder, mixed with --noise: supervised "
+                         "trains on it; remixit trains on it beside your recordings (each "
+                         "batch both)")
     ad.add_argument("--valid", default=d["valid"],
                     help="optional paired folder (noisy/, clean/) to monitor and pick the "
                          "best checkpoint; without it the last is kept")

@@ -46,8 +46,8 @@ class TrainConfig:
     noise: str | None = None
     valid: str | None = None  # paired folder (noisy/, clean/) or unlabeled recordings
     clean: str | None = None  # clean references of --data, for the supervised strategy
-    # supervised without references: clean speech (any voices) mixed on the fly with the
-    # --noise clips (a folder, or noise found in the recordings of --data)
+    # supervised without references (or beside RemixIT): clean speech (any voices) mixed on
+    # the fly with the --noise clips (a folder, or noise found in the recordings of --data)
     speech: str | None = None
     task: str = "enhance"  # enhance | separate
     strategy: str = "mixit"  # mixit | supervised | remixit
@@ -80,8 +80,8 @@ class TrainConfig:
     # step 1000; default 30 for MixIT enhancement (it stops MixIT's drift), else 0
     overlap: float | None = None
     noise_augment: float = 0.0  # probability of extra noise in the noisy mixture
-    # supervised: speed, EQ and noise remixing of the clean speech; MixIT: speed and EQ of
-    # each mixture
+    # supervised (and RemixIT's --speech): speed, EQ and noise remixing of the clean speech;
+    # MixIT: speed and EQ of each mixture
     augment: bool = False
     augment_speed: tuple[float, float] = (0.85, 1.15)  # range of the speed factor
     # level of the second mixture relative to the first, in dB. Default for enhance:
@@ -261,24 +261,25 @@ def _check_combination(c: TrainConfig) -> None:
         raise ValueError("--leakage is for MixIT enhancement (output 0 is the speech)")
     if c.overlap and c.strategy != "mixit":
         raise ValueError("--overlap is for MixIT training")
-    if c.augment and c.strategy == "remixit":
+    if c.augment and c.strategy == "remixit" and not c.speech:
         raise ValueError("--augment is for --supervised and MixIT training (RemixIT takes its "
-                         "targets from the teacher)")
+                         "targets from the teacher; with --speech it changes that speech)")
     if c.strategy == "supervised" and not (c.clean or c.speech):
         raise ValueError("the supervised strategy needs clean references (--clean DIR) or "
                          "clean speech to mix with noise (--speech DIR --noise ...)")
-    if c.speech and not (c.strategy == "supervised" and c.task == "enhance" and c.noise):
-        raise ValueError("--speech is for supervised enhancement with --noise (the noise to "
-                         "mix it with)")
+    if c.speech and not (c.strategy in ("supervised", "remixit") and c.task == "enhance"
+                         and c.noise):
+        raise ValueError("--speech is for enhancement, supervised or beside RemixIT, with "
+                         "--noise (the noise to mix it with)")
     if c.task == "enhance" and c.strategy == "mixit" and c.noise is None:
         raise ValueError("enhancement with MixIT needs noise-only clips: --noise DIR, "
                          "--noise auto (speech-free stretches found by a VAD), --noise "
                          "teacher (the --init model's noise estimates of the recordings) or "
                          "--noise pauses (where the --init model hears no speech)")
     if c.noise in ("teacher", "pauses") and not (
-            c.init and (c.strategy == "mixit" or c.speech)):
-        raise ValueError(f"--noise {c.noise} takes its noise from the --init model: it "
-                         f"needs --init and --strategy mixit (or --speech)")
+            (c.init or c.teacher) and (c.strategy == "mixit" or c.speech)):
+        raise ValueError(f"--noise {c.noise} takes its noise from the --init model (RemixIT: "
+                         f"the --teacher): it needs one, and --strategy mixit or --speech")
     if c.n_sources < 2:
         raise ValueError(f"n_sources must be at least 2, got {c.n_sources}")
     if c.select not in SELECTIONS:
@@ -322,8 +323,8 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
     MixIT fine-tuning from it with ``noise`` clips (default: "auto", found by a VAD) and
     the ``overlap`` penalty (None: :class:`TrainConfig`'s default), or supervised
     fine-tuning on clean ``speech`` of other voices mixed with ``noise`` (default: "pauses",
-    found in the recordings), the speech augmented. ``lr`` None: ``ADAPT_LR`` of the
-    strategy.
+    found in the recordings), the speech augmented. RemixIT with ``speech`` also trains on
+    that supervised task, each batch on both. ``lr`` None: ``ADAPT_LR`` of the strategy.
 
     Raises:
         ValueError: an unknown strategy.
@@ -332,10 +333,12 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
                   max_minutes=max_minutes, seed=seed, device=device, task="enhance", lr=lr,
                   ema=ema, overlap=overlap)
     if strategy == "remixit":
-        if noise:
-            log.warning("--noise is for --strategy mixit or supervised; RemixIT takes the "
-                        "noise from the teacher's estimates and ignores it")
-        return TrainConfig(strategy="remixit", teacher=start,
+        if noise and not speech:
+            log.warning("--noise is for --strategy mixit or supervised, or RemixIT with "
+                        "--speech; RemixIT alone takes the noise from the teacher's "
+                        "estimates and ignores it")
+        extra = dict(speech=speech, noise=noise or "pauses", augment=True) if speech else {}
+        return TrainConfig(strategy="remixit", teacher=start, **extra,
                            **{**common, "lr": ADAPT_LR["remixit"] if lr is None else lr})
     if strategy == "mixit":
         return TrainConfig(strategy="mixit", init=start, noise=noise or "auto", **common)

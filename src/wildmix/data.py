@@ -510,6 +510,20 @@ class SpeechNoiseDataset(MixtureDataset):
         return _noisy_clean(x, s, rng.uniform(*self.level_db))
 
 
+class JointDataset(torch.utils.data.Dataset):
+    """Item ``i`` of each dataset, stacked along the first axis: ``(C1 + C2 + ..., T)``
+    (e.g. a recording for RemixIT over a noisy/clean pair for supervised training)."""
+
+    def __init__(self, *datasets: torch.utils.data.Dataset):
+        self.datasets = datasets
+
+    def __len__(self) -> int:
+        return min(len(d) for d in self.datasets)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.cat([d[index] for d in self.datasets])
+
+
 def at_snr(noise: np.ndarray, speech: np.ndarray, snr_db: float) -> np.ndarray:
     """``noise`` scaled so that ``speech`` lies ``snr_db`` above it (energies over the
     whole crop)."""

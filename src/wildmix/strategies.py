@@ -145,6 +145,10 @@ class RemixIT(Strategy):
     mixture. The teacher follows the student: an exponential moving average
     (``teacher <- m teacher + (1 - m) student``) or a replacement, every ``every``
     (``"step"``, ``"epoch"``, ``"N steps"``, ``"N epochs"``); or it stays frozen.
+
+    ``batch (B, 3, T)`` = ``[recording, noisy, clean]`` adds the supervised loss of
+    :class:`Supervised` on the pairs (clean speech of other voices in the recordings' noise):
+    true targets beside the teacher's.
     """
 
     def __init__(self, teacher: torch.nn.Module, update: str = "ema", momentum: float = 0.9,
@@ -173,8 +177,14 @@ class RemixIT(Strategy):
 
     def loss(self, net, batch, step):
         speech, noise = self.targets(batch[:, 0], step)
-        estimates = net(speech + noise).float()  # (B, M, T)
-        return speech_noise_loss(estimates, speech, noise, self.loss_name, self.snr_max)
+        if batch.shape[1] == 1:
+            estimates = net(speech + noise).float()  # (B, M, T)
+            return speech_noise_loss(estimates, speech, noise, self.loss_name, self.snr_max)
+        noisy, clean = batch[:, 1], batch[:, 2]
+        estimates = net(torch.cat([speech + noise, noisy])).float()  # (2B, M, T)
+        return speech_noise_loss(estimates, torch.cat([speech, clean]),
+                                 torch.cat([noise, noisy - clean]), self.loss_name,
+                                 self.snr_max) * 2.0  # the sum of the two batch means
 
     def after_step(self, model, step):
         if self.update == "frozen" or step % self.interval:

@@ -269,19 +269,22 @@ def _train_set(c: TrainConfig, total_examples: int):
     if held:
         log.info("%d recordings held back from training to choose best.pt by DNSMOS",
                  len(held))
-    if c.strategy == "remixit":  # the teacher supplies the noise: recordings only
-        return (wdata.RecordingDataset(clips, c.sample_rate, c.segment_seconds,
-                                       total_examples, seed=c.seed), clips, None, held)
-    # supervised: clean --speech mixed with the noise; indexed first, so that a bad folder
-    # fails before the noise is searched for
-    speech = wdata.index_folder(c.speech) if c.strategy == "supervised" else None
+    recordings = wdata.RecordingDataset(clips, c.sample_rate, c.segment_seconds,
+                                        total_examples, seed=c.seed)
+    if c.strategy == "remixit" and not c.speech:  # the teacher supplies the noise
+        return recordings, clips, None, held
+    # clean --speech mixed with the noise (supervised, or beside RemixIT); indexed first,
+    # so that a bad folder fails before the noise is searched for
+    speech = wdata.index_folder(c.speech) if c.speech else None
     noise_clips = _noise_clips(c, index) if c.task == "enhance" else None
     if speech is not None:
         log.info("clean speech %s: %s", c.speech, speech.summary())
-        return (wdata.SpeechNoiseDataset(speech.clips, noise_clips, c.sample_rate,
-                                         c.segment_seconds, total_examples, seed=c.seed,
-                                         augment=c.augment, speed=c.augment_speed),
-                clips, noise_clips, held)
+        seed = c.seed + 1 if c.strategy == "remixit" else c.seed  # not the recordings' draws
+        pairs = wdata.SpeechNoiseDataset(speech.clips, noise_clips, c.sample_rate,
+                                         c.segment_seconds, total_examples, seed=seed,
+                                         augment=c.augment, speed=c.augment_speed)
+        both = wdata.JointDataset(recordings, pairs) if c.strategy == "remixit" else pairs
+        return both, clips, noise_clips, held
     return (wdata.MixtureDataset(clips, noise_clips, c.sample_rate, c.segment_seconds,
                                  total_examples, relative_gain_db=c.relative_gain_db,
                                  noise_augment=c.noise_augment, seed=c.seed,
@@ -300,14 +303,15 @@ def hold_back(clips: list, most: int) -> tuple[list, list]:
 
 
 def _noise_clips(c: TrainConfig, index: wdata.Index) -> list[wdata.Clip]:
+    model = c.init or c.teacher  # the model that starts the run
     if c.noise == "teacher":
-        noise = teacher_noise(c.init, index.clips, Path(c.out) / "teacher-noise", c.device)
-        log.info("noise estimated by %s: %s", c.init, noise.summary())
+        noise = teacher_noise(model, index.clips, Path(c.out) / "teacher-noise", c.device)
+        log.info("noise estimated by %s: %s", model, noise.summary())
         return noise.clips
     if c.noise == "pauses":
-        noise = pause_noise(c.init, index.clips, Path(c.out) / "pause-noise",
+        noise = pause_noise(model, index.clips, Path(c.out) / "pause-noise",
                             c.segment_seconds, c.device)
-        log.info("noise from the pauses that %s hears: %s", c.init,
+        log.info("noise from the pauses that %s hears: %s", model,
                  noise.summary("recordings' pauses"))
         return noise.clips
     if c.noise == "auto":
