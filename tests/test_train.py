@@ -395,7 +395,7 @@ def test_remixit_config_errors(tiny_corpus, tmp_path):
                         (dict(teacher=str(path), augment=True), "takes its targets"),
                         (dict(teacher=str(path), speech="s", valid=None,  # and no --noise
                               data=str(tiny_corpus / "train" / "noisy")), "--speech is for"),
-                        (dict(teacher=str(path), noise="pauses"), "needs one, and")):
+                        (dict(teacher=str(path), noise="pauses"), "needs --init")):
         with pytest.raises((ValueError, models.CheckpointError), match=message):
             resolved(_config(tiny_corpus, tmp_path / "r", strategy="remixit", **kw))
 

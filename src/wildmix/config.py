@@ -278,8 +278,8 @@ def _check_combination(c: TrainConfig) -> None:
                          "--noise pauses (where the --init model hears no speech)")
     if c.noise in ("teacher", "pauses") and not (
             (c.init or c.teacher) and (c.strategy == "mixit" or c.speech)):
-        raise ValueError(f"--noise {c.noise} takes its noise from the --init model (RemixIT: "
-                         f"the --teacher): it needs one, and --strategy mixit or --speech")
+        raise ValueError(f"--noise {c.noise} takes its noise from the --init model: it "
+                         f"needs --init (RemixIT: --teacher), and --strategy mixit or --speech")
     if c.n_sources < 2:
         raise ValueError(f"n_sources must be at least 2, got {c.n_sources}")
     if c.select not in SELECTIONS:
