@@ -42,8 +42,9 @@ __all__ = ["MixITResult", "constraint", "enhancement_constraint", "mixit_loss",
 
 MAX_CANDIDATES = 2**20  # N^M above this: use search="efficient"
 _CHUNK_ELEMENTS = 2**22  # bound on one block of remixed waveforms (search for any loss)
-# bound on one float64 block of candidate scores in the exact search: blocks of 2 MB stay in
-# the cache; 32 MB blocks made the M=16 step 2.4x slower on a 2-core CPU (bench_mixit.py)
+# bound on one float64 block of candidate scores in the exact search (2 MB); 32 MB blocks
+# made the M=16 step up to 2.4x slower on a 2-core CPU, as the allocator's state came and
+# went (bench_mixit.py)
 _SCORE_BLOCK = 2**18
 
 
