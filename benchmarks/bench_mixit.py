@@ -40,18 +40,26 @@ def naive_mixit(mixtures: torch.Tensor, estimates: torch.Tensor, chunk: int = 16
     return neg_snr(best_a @ estimates, mixtures).sum(-1).mean()
 
 
-def timed(fn, mixtures, estimates, repeats: int, budget_s: float) -> float:
-    """Median seconds of forward + backward; fewer repeats when one call is slow."""
+def median_seconds(fn, repeats: int, budget_s: float = float("inf")) -> float:
+    """Median seconds of ``fn()`` after one warm-up call; fewer repeats when one is slow."""
     times = []
     start_all = time.perf_counter()
     for _ in range(repeats + 1):  # the first call warms up
-        est = estimates.detach().requires_grad_(True)
         start = time.perf_counter()
-        fn(mixtures, est).backward()
+        fn()
         times.append(time.perf_counter() - start)
         if time.perf_counter() - start_all > budget_s and len(times) >= 2:
             break
     return statistics.median(times[1:])
+
+
+def timed(fn, mixtures, estimates, repeats: int, budget_s: float) -> float:
+    """Median seconds of forward + backward of ``fn(mixtures, estimates)``."""
+
+    def step():
+        fn(mixtures, estimates.detach().requires_grad_(True)).backward()
+
+    return median_seconds(step, repeats, budget_s)
 
 
 def parts(mixtures: torch.Tensor, estimates: torch.Tensor, repeats: int) -> dict[str, float]:
@@ -65,22 +73,16 @@ def parts(mixtures: torch.Tensor, estimates: torch.Tensor, repeats: int) -> dict
     stats = mixit._gram(mixtures, estimates, zero_mean=False)
     mixing = mixit._efficient_search(stats, allowed).to(estimates.dtype)
 
-    def score():
-        est = estimates.detach().requires_grad_(True)
-        neg_snr(mixing @ est, mixtures).sum(-1).mean().backward()
+    def score(x, est):
+        return neg_snr(mixing @ est, x).sum(-1).mean()
 
-    def median(fn) -> float:
-        times = []
-        for _ in range(repeats + 1):  # the first call warms up
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times[1:])
-
-    return {"statistics": median(lambda: mixit._gram(mixtures, estimates, zero_mean=False)),
-            "scoring": median(score),
-            "exact search": median(lambda: mixit._exact_search(stats, allowed, "snr", 30.0)),
-            "efficient search": median(lambda: mixit._efficient_search(stats, allowed))}
+    return {"statistics": median_seconds(lambda: mixit._gram(mixtures, estimates, False),
+                                         repeats),
+            "scoring": timed(score, mixtures, estimates, repeats, float("inf")),
+            "exact search": median_seconds(
+                lambda: mixit._exact_search(stats, allowed, "snr", 30.0), repeats),
+            "efficient search": median_seconds(
+                lambda: mixit._efficient_search(stats, allowed), repeats)}
 
 
 def main(argv=None) -> None:

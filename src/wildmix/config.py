@@ -332,13 +332,14 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
     common = dict(data=data, out=out, valid=valid, select=select, max_steps=max_steps,
                   max_minutes=max_minutes, seed=seed, device=device, task="enhance", lr=lr,
                   ema=ema, overlap=overlap)
+    # clean speech of other voices, in the recordings' noise, the speech augmented
+    with_speech = dict(speech=speech, noise=noise or "pauses", augment=True)
     if strategy == "remixit":
         if noise and not speech:
             log.warning("--noise is for --strategy mixit or supervised, or RemixIT with "
                         "--speech; RemixIT alone takes the noise from the teacher's "
                         "estimates and ignores it")
-        extra = dict(speech=speech, noise=noise or "pauses", augment=True) if speech else {}
-        return TrainConfig(strategy="remixit", teacher=start, **extra,
+        return TrainConfig(strategy="remixit", teacher=start, **(with_speech if speech else {}),
                            **{**common, "lr": ADAPT_LR["remixit"] if lr is None else lr})
     if strategy == "mixit":
         return TrainConfig(strategy="mixit", init=start, noise=noise or "auto", **common)
@@ -347,8 +348,7 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
             raise ValueError("adapt --strategy supervised needs clean speech of any voices: "
                              "--speech DIR (e.g. train/clean of a `wildmix corpus build` "
                              "folder)")
-        return TrainConfig(strategy="supervised", init=start, speech=speech,
-                           noise=noise or "pauses", augment=True,
+        return TrainConfig(strategy="supervised", init=start, **with_speech,
                            **{**common, "lr": ADAPT_LR["supervised"] if lr is None else lr})
     raise ValueError(f"adapt strategy must be one of {', '.join(ADAPT_STRATEGIES)}, got "
                      f"{strategy!r}")

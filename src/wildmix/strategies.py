@@ -177,14 +177,15 @@ class RemixIT(Strategy):
 
     def loss(self, net, batch, step):
         speech, noise = self.targets(batch[:, 0], step)
-        if batch.shape[1] == 1:
-            estimates = net(speech + noise).float()  # (B, M, T)
-            return speech_noise_loss(estimates, speech, noise, self.loss_name, self.snr_max)
-        noisy, clean = batch[:, 1], batch[:, 2]
-        estimates = net(torch.cat([speech + noise, noisy])).float()  # (2B, M, T)
-        return speech_noise_loss(estimates, torch.cat([speech, clean]),
-                                 torch.cat([noise, noisy - clean]), self.loss_name,
-                                 self.snr_max) * 2.0  # the sum of the two batch means
+        inputs, parts = speech + noise, 1
+        if batch.shape[1] == 3:  # and a noisy/clean pair: one forward pass of both
+            noisy, clean = batch[:, 1], batch[:, 2]
+            inputs, parts = torch.cat([inputs, noisy]), 2
+            speech, noise = torch.cat([speech, clean]), torch.cat([noise, noisy - clean])
+        estimates = net(inputs).float()  # (parts * B, M, T)
+        # the mean over all examples times parts: the sum of the two batch means
+        return parts * speech_noise_loss(estimates, speech, noise, self.loss_name,
+                                         self.snr_max)
 
     def after_step(self, model, step):
         if self.update == "frozen" or step % self.interval:

@@ -269,9 +269,11 @@ def _train_set(c: TrainConfig, total_examples: int):
     if held:
         log.info("%d recordings held back from training to choose best.pt by DNSMOS",
                  len(held))
-    recordings = wdata.RecordingDataset(clips, c.sample_rate, c.segment_seconds,
-                                        total_examples, seed=c.seed)
-    if c.strategy == "remixit" and not c.speech:  # the teacher supplies the noise
+    recordings = None  # RemixIT's input: the teacher supplies the targets
+    if c.strategy == "remixit":
+        recordings = wdata.RecordingDataset(clips, c.sample_rate, c.segment_seconds,
+                                            total_examples, seed=c.seed)
+    if recordings is not None and not c.speech:
         return recordings, clips, None, held
     # clean --speech mixed with the noise (supervised, or beside RemixIT); indexed first,
     # so that a bad folder fails before the noise is searched for
@@ -279,11 +281,11 @@ def _train_set(c: TrainConfig, total_examples: int):
     noise_clips = _noise_clips(c, index) if c.task == "enhance" else None
     if speech is not None:
         log.info("clean speech %s: %s", c.speech, speech.summary())
-        seed = c.seed + 1 if c.strategy == "remixit" else c.seed  # not the recordings' draws
+        seed = c.seed if recordings is None else c.seed + 1  # not the recordings' draws
         pairs = wdata.SpeechNoiseDataset(speech.clips, noise_clips, c.sample_rate,
                                          c.segment_seconds, total_examples, seed=seed,
                                          augment=c.augment, speed=c.augment_speed)
-        both = wdata.JointDataset(recordings, pairs) if c.strategy == "remixit" else pairs
+        both = pairs if recordings is None else wdata.JointDataset(recordings, pairs)
         return both, clips, noise_clips, held
     return (wdata.MixtureDataset(clips, noise_clips, c.sample_rate, c.segment_seconds,
                                  total_examples, relative_gain_db=c.relative_gain_db,
