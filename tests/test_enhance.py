@@ -106,3 +106,72 @@ def test_separate_command_writes_one_folder_per_input_and_drops_silent_outputs(t
     rc = main(["separate", str(tmp_path / "in"), "--out", str(tmp_path / "o2")])
     err = capsys.readouterr().err
     assert rc == 2 and "needs a separation model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_merge_lone_keeps_a_lone_sound_whole_and_leaves_mixtures_split():
+    """One output with at least `share` of the energy (over all channels): every output is
+    merged into it, the others silent; below it, unchanged."""
+    from wildmix.enhance import merge_lone
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 1000)).astype(np.float32)
+    lone = x * np.array([[0.05], [1.0], [0.1]], np.float32)  # output 1: 99% of the energy
+    out = merge_lone(lone, 0.95)
+    np.testing.assert_allclose(out[1], lone.sum(0), rtol=1e-6)
+    assert not out[[0, 2]].any() and out.dtype == lone.dtype
+    assert merge_lone(lone, 1.0) is lone  # 1: never
+    split = x * np.array([[0.7], [1.0], [0.1]], np.float32)  # 66%
+    assert merge_lone(split, 0.95) is split
+    # channels: each alone is a lone sound, but in different outputs: no lone sound
+    stereo = np.stack([lone, lone[[1, 0, 2]]])  # (2, 3, T): outputs 1 and 0 dominate
+    assert merge_lone(stereo, 0.95) is stereo
+    both = np.stack([lone, 0.5 * lone])
+    merged = merge_lone(both, 0.95)
+    np.testing.assert_allclose(merged[:, 1], both.sum(1), rtol=1e-6)
+
+
+def _lone_model(tmp_path):
+    """A stand-in separation model whose output 0 takes about 99.8% of the energy."""
+    from wildmix import models
+
+    args = models.model_args("stft", "tiny", n_sources=3)
+    model = models.build("stft", args)
+    with torch.no_grad():
+        model.out.weight.zero_()
+        model.out.bias.copy_(torch.cat([torch.zeros(129), torch.full((129,), -3.0),
+                                        torch.full((129,), -60.0)]))
+    ckpt = tmp_path / "lone.pt"
+    models.save_checkpoint(ckpt, model_name="stft", model_args=args, task="separate",
+                           state_dict=model.state_dict(), sample_rate=16000)
+    return ckpt
+
+
+def test_separate_keeps_a_lone_sound_whole(tmp_path, capsys):
+    """Arrays and files: outputs that hold a lone sound are merged into one (the input,
+    by mixture consistency), the others dropped as silent; --lone-share 1 keeps them."""
+    from wildmix.cli import main
+
+    ckpt = _lone_model(tmp_path)
+    rng = np.random.default_rng(1)
+    x = (0.1 * rng.standard_normal(3 * 16000)).astype(np.float32)
+    est = Enhancer.from_checkpoint(ckpt, device="cpu").separate(x, 16000)
+    np.testing.assert_allclose(est[0], x, atol=1e-4)
+    assert not est[1:].any()
+    raw = Enhancer.from_checkpoint(ckpt, device="cpu", lone_share=1.0).separate(x, 16000)
+    assert np.abs(raw[1]).max() > 1e-3
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "a.wav", x, 16000)
+    assert main(["separate", "--model", str(ckpt), str(tmp_path / "in"), "--out",
+                 str(tmp_path / "out"), "--no-progress"]) == 0
+    assert "1 kept whole as one sound, 2 silent outputs dropped" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "out" / "a").iterdir()] == ["s0.wav"]
+    y, _ = sf.read(tmp_path / "out" / "a" / "s0.wav")
+    np.testing.assert_allclose(y, x, atol=1e-4)
+    assert main(["separate", "--model", str(ckpt), str(tmp_path / "in"), "--out",
+                 str(tmp_path / "raw"), "--lone-share", "1", "--no-progress"]) == 0
+    assert "0 kept whole" in capsys.readouterr().out
+    assert len(list((tmp_path / "raw" / "a").iterdir())) == 2  # output 2 is silent
+    rc = main(["separate", "--model", str(ckpt), str(tmp_path / "in"), "--out",
+               str(tmp_path / "bad"), "--lone-share", "0.3"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "lone_share must be in (0.5, 1]" in err

@@ -193,8 +193,11 @@ def test_separation_msi_and_single_source(tiny_sounds):
         return np.stack(refs[::-1] + [np.zeros_like(x)])  # shuffled and padded
 
     oracle.wants_name = True
-    res = evaluate.evaluate(data, {"mixture": evaluate.BASELINES["noisy"], "oracle": oracle},
-                            progress=False)
+    def merged(x, sr):  # every source left in one output, the others silent
+        return np.stack([x] + [np.zeros_like(x)] * 3)
+
+    res = evaluate.evaluate(data, {"mixture": evaluate.BASELINES["noisy"], "oracle": oracle,
+                                   "merged": merged}, progress=False)
     assert res.task == "separate" and res.metrics == ["msi", "1s"]
     s = res.summary()
     multi = s["oracle"]["msi"]["n"]
@@ -203,6 +206,11 @@ def test_separation_msi_and_single_source(tiny_sounds):
     assert s["mixture"]["msi"]["mean"] == pytest.approx(0.0, abs=1e-4)
     assert s["mixture"]["1s"]["mean"] > 60  # the mixture of one source is that source
     assert s["oracle"]["msi"]["mean"] > 60 and s["oracle"]["1s"]["mean"] > 60
+    # silent outputs do not count (an all-zero one scores 0 dB SI-SNR against any source,
+    # more than the input against a quiet one): the merged outputs score as the mixture
+    for metric in ("msi", "1s"):
+        assert s["merged"][metric]["mean"] == pytest.approx(s["mixture"][metric]["mean"],
+                                                            abs=1e-4)
 
 
 def test_report_of_a_file_shorter_than_one_spectrogram_frame(tmp_path):

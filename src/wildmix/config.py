@@ -30,6 +30,11 @@ SELECTIONS = ("auto", "sisnri", "dnsmos", "mixit", "none")
 BASELINES = ("noisy", "spectral-gating", "spectral-gating-stationary", "nsnet2", "rnnoise")
 METRICS = ("si_snr", "si_snri", "pesq", "estoi", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovr")
 CHUNK_SECONDS = 10.0  # block length of wildmix.enhance.Enhancer
+# separation: when one output carries at least this share of the outputs' energy, the input
+# is one sound and all outputs are merged into that one (wildmix.enhance.merge_lone). Chosen
+# on the sounds corpus's valid split with the M=8 MixIT model: 40% of lone sounds kept
+# whole against 0% without it, 3% of mixtures left unseparated (MSi -0.21 dB); 1: off
+LONE_SHARE = 0.95
 STREAM_ENGINES = ("torch", "onnx")  # wildmix.stream.Streamer's engines
 STREAM_MODEL = "causal"  # the shipped causal model, wildmix stream's default
 

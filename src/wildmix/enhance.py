@@ -21,7 +21,7 @@ import soundfile as sf
 import torch
 
 from wildmix import audio, models
-from wildmix.config import CHUNK_SECONDS
+from wildmix.config import CHUNK_SECONDS, LONE_SHARE
 
 log = logging.getLogger("wildmix")
 
@@ -36,9 +36,12 @@ class Enhancer:
 
     def __init__(self, model: torch.nn.Module, sample_rate: int, task: str = "enhance",
                  chunk_seconds: float = CHUNK_SECONDS, overlap_seconds: float = 1.0,
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, lone_share: float = LONE_SHARE):
         if overlap_seconds * 2 >= chunk_seconds:
             raise ValueError("overlap must be less than half the chunk length")
+        if not 0.5 < lone_share <= 1.0:
+            raise ValueError(f"lone_share must be in (0.5, 1], got {lone_share}")
+        self.lone_share = lone_share  # separation: see merge_lone
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.sample_rate, self.task = sample_rate, task
@@ -64,7 +67,9 @@ class Enhancer:
     # --- arrays ---------------------------------------------------------------------------
 
     def separate(self, waveform, sample_rate: int):
-        """All M outputs. ``(T,)`` -> ``(M, T)``; ``(C, T)`` -> ``(C, M, T)``.
+        """All M outputs. ``(T,)`` -> ``(M, T)``; ``(C, T)`` -> ``(C, M, T)``. A separation
+        model's outputs are merged into one when they hold a lone sound (:func:`merge_lone`
+        with ``lone_share``).
 
         numpy in, numpy out; torch in, torch out.
         """
@@ -81,6 +86,8 @@ class Enhancer:
         blocks = (frames[s:s + n] for s, n in self._plan(length, sample_rate))
         out = np.concatenate(list(self._stream(blocks, length, sample_rate)), -1)
         out = out[0] if x.ndim == 1 else out  # (M, T) or (C, M, T)
+        if self.task == "separate":
+            out = merge_lone(out, self.lone_share)
         return torch.from_numpy(out).to(waveform.dtype) if is_torch else out.astype(x.dtype)
 
     def enhance(self, waveform, sample_rate: int):
@@ -270,6 +277,55 @@ def enhance_files(enhancer: Enhancer, jobs: list[tuple[Path, dict[str, Path]]],
             failed += 1
             log.warning("skipping %s", e)
     return failed
+
+
+def lone_output(energy: np.ndarray, share: float) -> int | None:
+    """The output that carries at least ``share`` of the outputs' total ``energy (M,)``,
+    else None."""
+    top = int(np.argmax(energy))
+    return top if energy.sum() > 0 and energy[top] >= share * energy.sum() else None
+
+
+def merge_lone(estimates: np.ndarray, share: float) -> np.ndarray:
+    """Separation outputs ``(M, T)`` or ``(C, M, T)``, with every output merged into the
+    loudest one when that one already carries ``share`` of the energy (all channels): the
+    input is a lone sound, kept whole instead of split into faint pieces; the others are
+    then silent. Otherwise unchanged.
+
+    MixIT never trains on a lone sound (every input is a sum of two mixtures) and spreads
+    one over several outputs; its outputs still show one: a single output carries most of
+    the energy.
+    """
+    energy = np.square(estimates, dtype=np.float64).sum(-1)  # (M,) or (C, M)
+    top = lone_output(energy.reshape(-1, energy.shape[-1]).sum(0), share)
+    if top is None:
+        return estimates
+    out = np.zeros_like(estimates)
+    out[..., top, :] = estimates.sum(-2)
+    return out
+
+
+def merge_lone_files(outputs: dict[str, Path], share: float) -> bool:
+    """:func:`merge_lone` on written output files ``{"s0": path, ...}`` (block by block:
+    any length; each rewritten atomically). Returns whether they were merged."""
+    keys = list(outputs)
+    top = lone_output(np.array([_energy(outputs[k]) for k in keys]), share)
+    if top is None:
+        return False
+    with contextlib.ExitStack() as stack:
+        readers = [stack.enter_context(sf.SoundFile(str(outputs[k]))) for k in keys]
+        writers = [stack.enter_context(sf.SoundFile(
+            stack.enter_context(audio.atomic_path(outputs[k])), "w", r.samplerate,
+            r.channels, subtype="FLOAT", format="WAV")) for k, r in zip(keys, readers,
+                                                                         strict=True)]
+        while True:
+            blocks = [r.read(65536, dtype="float32", always_2d=True) for r in readers]
+            if not len(blocks[0]):
+                break
+            merged = np.sum(blocks, axis=0)
+            for m, w in enumerate(writers):
+                w.write(merged if m == top else np.zeros_like(merged))
+    return True
 
 
 def drop_silent(src: str | os.PathLike, outputs: dict[str, Path], silence_db: float

@@ -13,7 +13,8 @@ Two layouts are understood, both as the built-in corpus writes them:
   method returns several outputs; the references are matched to distinct outputs by the
   best total SI-SNR, and scored as in FUSS (Wisdom et al. 2021): MSi, the mean SI-SNR
   improvement over the sources of mixtures with two or more, and 1S, the SI-SNR of the
-  output matched to the only source of single-source mixtures.
+  output matched to the only source of single-source mixtures. Silent outputs do not count
+  (fewer outputs than sources: they are reused, as the input is for the ``noisy`` row).
 
 A method is a function ``(waveform (T,), sample_rate) -> (T,)`` (enhancement) or
 ``(M, T)`` (separation). Baselines, trained models (:func:`model_method`) and folders of
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 
 from wildmix import audio, corpus, losses, mos, peers
-from wildmix.config import EXTRAS, require
+from wildmix.config import EXTRAS, LONE_SHARE, require
 from wildmix.report import LABELS, format_mean, write_html
 
 log = logging.getLogger("wildmix")
@@ -123,11 +124,13 @@ BASELINES: dict[str, Method] = {
 }
 
 
-def model_method(path: str | os.PathLike, task: str, device: str | None = None) -> Method:
-    """A trained model (run folder or checkpoint) as a method, through the chunked Enhancer."""
+def model_method(path: str | os.PathLike, task: str, device: str | None = None,
+                 lone_share: float = LONE_SHARE) -> Method:
+    """A trained model (run folder or checkpoint) as a method, through the chunked Enhancer
+    (separation: with ``lone_share``, see :func:`wildmix.enhance.merge_lone`)."""
     from wildmix.enhance import Enhancer
 
-    enhancer = Enhancer.from_checkpoint(path, device=device)
+    enhancer = Enhancer.from_checkpoint(path, device=device, lone_share=lone_share)
     if task == "separate":
         return lambda x, sr: enhancer.separate(x, sr)
     return lambda x, sr: enhancer.enhance(x, sr)
@@ -152,7 +155,8 @@ def folder_method(folder: str | os.PathLike) -> Method:
 
 def methods(data: str | os.PathLike, models: list[str] | None = None,
             enhanced: list[str] | None = None, baselines: str | None = None,
-            device: str | None = None) -> dict[str, Method]:
+            device: str | None = None, lone_share: float = LONE_SHARE
+            ) -> dict[str, Method]:
     """Named methods for :func:`evaluate`: ``baselines`` (comma-separated names of
     :data:`BASELINES`, "none", or None for every one that fits the task and can run here:
     the peers only with their extra), trained
@@ -180,7 +184,7 @@ def methods(data: str | os.PathLike, models: list[str] | None = None,
             require("peers", peers.REQUIRES[b], f"baseline {b!r}")
         found[b] = BASELINES[b]
     for path in models or []:
-        found[method_name(path, found)] = model_method(path, task, device)
+        found[method_name(path, found)] = model_method(path, task, device, lone_share)
     for folder in enhanced or []:
         found[method_name(folder, found)] = folder_method(folder)
     if not found:
@@ -326,6 +330,9 @@ def _separate_scores(est: np.ndarray, ex: Example) -> tuple[dict, dict]:
     if not refs:
         return {}, {"msi": "no active source", "1s": "no active source"}
     est = np.atleast_2d(est)
+    audible = np.abs(est).max(-1) >= audio.SILENCE_PEAK
+    if audible.any():  # silent outputs do not count (wildmix separate drops them): an
+        est = est[audible]  # all-zero one would score 0 dB SI-SNR against any source
     if len(est) < len(refs):  # fewer outputs than sources: reuse them (e.g. the input)
         est = np.concatenate([est] * math.ceil(len(refs) / len(est)))
     table = np.array([[si_snr(e, r) for e in est] for r in refs])  # (K, M)
