@@ -95,7 +95,7 @@ def test_separate_command_writes_one_folder_per_input_and_drops_silent_outputs(t
         sf.write(tmp_path / "in" / f"{name}.wav",
                  0.1 * rng.standard_normal(int(seconds * 16000)).astype(np.float32), 16000)
     assert main(["separate", "--model", str(ckpt), str(tmp_path / "in"), "--out",
-                 str(tmp_path / "out"), "--no-progress"]) == 0
+                 str(tmp_path / "out"), "--coherence", "1", "--no-progress"]) == 0
     assert "2 silent outputs dropped" in capsys.readouterr().out
     for name in ("a", "b"):
         assert sorted(p.name for p in (tmp_path / "out" / name).iterdir()) == ["s0.wav",
@@ -108,26 +108,59 @@ def test_separate_command_writes_one_folder_per_input_and_drops_silent_outputs(t
     assert rc == 2 and "needs a separation model" in err and len(err.strip().splitlines()) == 1
 
 
-def test_merge_lone_keeps_a_lone_sound_whole_and_leaves_mixtures_split():
-    """One output with at least `share` of the energy (over all channels): every output is
-    merged into it, the others silent; below it, unchanged."""
-    from wildmix.enhance import merge_lone
-
+def _pieces(seconds=5.0, sr=16000):
+    """Outputs (4, T): one sound split in two bands (the same envelope), another sound with
+    its own envelope, and a faint output; and their sum."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((3, 1000)).astype(np.float32)
-    lone = x * np.array([[0.05], [1.0], [0.1]], np.float32)  # output 1: 99% of the energy
-    out = merge_lone(lone, 0.95)
-    np.testing.assert_allclose(out[1], lone.sum(0), rtol=1e-6)
-    assert not out[[0, 2]].any() and out.dtype == lone.dtype
-    assert merge_lone(lone, 1.0) is lone  # 1: never
-    split = x * np.array([[0.7], [1.0], [0.1]], np.float32)  # 66%
-    assert merge_lone(split, 0.95) is split
-    # channels: each alone is a lone sound, but in different outputs: no lone sound
-    stereo = np.stack([lone, lone[[1, 0, 2]]])  # (2, 3, T): outputs 1 and 0 dominate
-    assert merge_lone(stereo, 0.95) is stereo
-    both = np.stack([lone, 0.5 * lone])
-    merged = merge_lone(both, 0.95)
-    np.testing.assert_allclose(merged[:, 1], both.sum(1), rtol=1e-6)
+    t = np.arange(int(seconds * sr)) / sr
+    a_env = (np.sin(2 * np.pi * 1.3 * t) > 0).astype(np.float32)  # on/off, 1.3 Hz
+    b_env = (np.sin(2 * np.pi * 0.7 * t + 1.0) > 0.3).astype(np.float32)
+    low, high = np.sin(2 * np.pi * 200 * t), np.sin(2 * np.pi * 3000 * t)
+    other = rng.standard_normal(len(t))
+    out = np.stack([0.3 * a_env * low, 0.2 * b_env * other, 0.25 * a_env * high,
+                    1e-4 * other]).astype(np.float32)
+    return out
+
+
+def test_merge_plan_merges_pieces_of_one_sound_and_keeps_a_lone_sound_whole():
+    """merge_plan from frame powers: outputs that rise and fall together go into one; a
+    sound with its own envelope and an output below the floor stay; one output with
+    `share` of the energy takes all; 1 turns either rule off."""
+    from wildmix.enhance import frame_power, merge_pieces, merge_plan
+
+    out = _pieces()
+    power = frame_power(out, 256)
+    assert power.shape == (4, -(-out.shape[1] // 256))
+    assert merge_plan(power, share=1.0, coherence=0.8).tolist() == [0, 1, 0, 3]
+    assert merge_plan(power, share=1.0, coherence=1.0).tolist() == [0, 1, 2, 3]
+    lone = out * np.array([[1.0], [0.05], [1.0], [1.0]], np.float32)  # 'other' faint
+    assert merge_plan(frame_power(lone, 256), share=0.95, coherence=0.8).tolist() == [0] * 4
+    assert merge_plan(frame_power(lone, 256), share=0.95, coherence=1.0).tolist() == \
+        [0, 1, 2, 3]  # no output carries 95% before the pieces are merged
+    merged = merge_pieces(out, 16000, share=1.0, coherence=0.8)
+    np.testing.assert_allclose(merged[0], out[0] + out[2], rtol=1e-6)
+    assert not merged[2].any() and np.array_equal(merged[[1, 3]], out[[1, 3]])
+    assert merge_pieces(out, 16000, share=1.0, coherence=1.0) is out
+    # channels decide together: (C, M, T), the plan of their summed powers
+    stereo = np.stack([out, 0.5 * out])
+    np.testing.assert_allclose(merge_pieces(stereo, 16000, 1.0, 0.8)[:, 0],
+                               stereo[:, 0] + stereo[:, 2], rtol=1e-6)
+
+
+def test_merge_pieces_files_matches_the_arrays(tmp_path):
+    """The file version (blocks of 65536 frames) writes what merge_pieces gives."""
+    from wildmix.enhance import merge_pieces, merge_pieces_files
+
+    out = _pieces(seconds=9.0)  # 144000 frames: three blocks
+    paths = {f"s{m}": tmp_path / f"s{m}.wav" for m in range(4)}
+    for m, p in enumerate(paths.values()):
+        sf.write(p, out[m], 16000, subtype="FLOAT")
+    plan = merge_pieces_files(paths, share=1.0, coherence=0.8)
+    assert plan.tolist() == [0, 1, 0, 3]
+    want = merge_pieces(out, 16000, share=1.0, coherence=0.8)
+    for m, p in enumerate(paths.values()):
+        np.testing.assert_allclose(sf.read(p, dtype="float32")[0], want[m], atol=1e-7)
+    assert merge_pieces_files(paths, share=1.0, coherence=0.8).tolist() == [0, 1, 2, 3]
 
 
 def _lone_model(tmp_path):
@@ -148,7 +181,8 @@ def _lone_model(tmp_path):
 
 def test_separate_keeps_a_lone_sound_whole(tmp_path, capsys):
     """Arrays and files: outputs that hold a lone sound are merged into one (the input,
-    by mixture consistency), the others dropped as silent; --lone-share 1 keeps them."""
+    by mixture consistency), the others dropped as silent; --lone-share 1 keeps them
+    (this model's outputs share one envelope: --coherence 1 too)."""
     from wildmix.cli import main
 
     ckpt = _lone_model(tmp_path)
@@ -157,19 +191,22 @@ def test_separate_keeps_a_lone_sound_whole(tmp_path, capsys):
     est = Enhancer.from_checkpoint(ckpt, device="cpu").separate(x, 16000)
     np.testing.assert_allclose(est[0], x, atol=1e-4)
     assert not est[1:].any()
-    raw = Enhancer.from_checkpoint(ckpt, device="cpu", lone_share=1.0).separate(x, 16000)
+    raw = Enhancer.from_checkpoint(ckpt, device="cpu", lone_share=1.0,
+                                   coherence=1.0).separate(x, 16000)
     assert np.abs(raw[1]).max() > 1e-3
     (tmp_path / "in").mkdir()
     sf.write(tmp_path / "in" / "a.wav", x, 16000)
     assert main(["separate", "--model", str(ckpt), str(tmp_path / "in"), "--out",
                  str(tmp_path / "out"), "--no-progress"]) == 0
-    assert "1 kept whole as one sound, 2 silent outputs dropped" in capsys.readouterr().out
+    assert "2 outputs merged into others (1 files kept whole as one sound), 2 silent outputs " \
+        "dropped" in capsys.readouterr().out
     assert [p.name for p in (tmp_path / "out" / "a").iterdir()] == ["s0.wav"]
     y, _ = sf.read(tmp_path / "out" / "a" / "s0.wav")
     np.testing.assert_allclose(y, x, atol=1e-4)
     assert main(["separate", "--model", str(ckpt), str(tmp_path / "in"), "--out",
-                 str(tmp_path / "raw"), "--lone-share", "1", "--no-progress"]) == 0
-    assert "0 kept whole" in capsys.readouterr().out
+                 str(tmp_path / "raw"), "--lone-share", "1", "--coherence", "1",
+                 "--no-progress"]) == 0
+    assert "0 outputs merged into others (0 files kept whole" in capsys.readouterr().out
     assert len(list((tmp_path / "raw" / "a").iterdir())) == 2  # output 2 is silent
     rc = main(["separate", "--model", str(ckpt), str(tmp_path / "in"), "--out",
                str(tmp_path / "bad"), "--lone-share", "0.3"])

@@ -97,8 +97,9 @@ def _separate(args) -> int:
                          "with wildmix train --task separate)")
     enhancer = enhance.Enhancer.from_checkpoint(model, task="separate",
                                                 chunk_seconds=args.chunk_seconds,
-                                                device=args.device, lone_share=args.lone_share)
-    dropped = lone = 0
+                                                device=args.device, lone_share=args.lone_share,
+                                                coherence=args.coherence)
+    dropped = merged = lone = 0
     with folder_lock(args.out, "separate"):
         jobs = enhance.plan_jobs(inputs, args.out, "separate", enhancer.n_sources,
                                  folders=True)
@@ -106,12 +107,14 @@ def _separate(args) -> int:
         for src, outputs in jobs:
             if not all(p.exists() for p in outputs.values()):
                 continue  # skipped
-            lone += enhance.merge_lone_files(outputs, args.lone_share)
+            plan = enhance.merge_pieces_files(outputs, args.lone_share, args.coherence)
+            merged += len(plan) - len(set(plan))
+            lone += len(set(plan)) == 1
             if not args.keep_silent:
                 dropped += len(enhance.drop_silent(src, outputs, args.silence_db))
     print(f"separated {len(jobs) - failed} of {len(jobs)} files into {args.out} "
-          f"(NAME/s0.wav ... s{enhancer.n_sources - 1}.wav), {lone} kept whole as one sound, "
-          f"{dropped} silent outputs dropped"
+          f"(NAME/s0.wav ... s{enhancer.n_sources - 1}.wav), {merged} outputs merged into "
+          f"others ({lone} files kept whole as one sound), {dropped} silent outputs dropped"
           + (f"; {failed} skipped (see warnings)" if failed else ""))
     return 1 if failed else 0
 
@@ -196,7 +199,7 @@ def _evaluate(args) -> int:
 
     methods = evaluate.methods(args.data, models=args.model, enhanced=args.enhanced,
                                baselines=args.baseline, device=args.device,
-                               lone_share=args.lone_share)
+                               lone_share=args.lone_share, coherence=args.coherence)
     metrics = args.metrics.split(",") if args.metrics else None
     results = evaluate.evaluate(args.data, methods, metrics=metrics, limit=args.limit,
                                 keep_outputs=args.examples, progress=not args.no_progress)
@@ -437,7 +440,7 @@ def _add_separate(commands) -> None:
                     help="drop outputs this far below the input's energy (default: "
                          "%(default)s dB)")
     se.add_argument("--keep-silent", action="store_true", help="keep every output")
-    _add_lone_share(se)
+    _add_merging(se)
     _add_block_options(se)
     se.set_defaults(func=_separate)
 
@@ -528,15 +531,19 @@ def _add_evaluate(commands) -> None:
     ev.add_argument("--examples", type=int, default=3,
                     help="files with spectrograms and audio in the report "
                          "(default: %(default)s)")
-    _add_lone_share(ev)
+    _add_merging(ev)
     ev.add_argument("--device")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_evaluate)
 
 
-def _add_lone_share(parser) -> None:
-    from wildmix.config import LONE_SHARE
+def _add_merging(parser) -> None:
+    from wildmix.config import COHERENCE, LONE_SHARE
 
+    parser.add_argument("--coherence", type=float, default=COHERENCE,
+                        help="separation: merge outputs whose loudness envelopes correlate "
+                             "at least this much, pieces of one sound (1: never; default: "
+                             "%(default)s)")
     parser.add_argument("--lone-share", type=float, default=LONE_SHARE,
                         help="separation: when one output carries this share of the energy, "
                              "the input is one sound and all outputs are merged into that "

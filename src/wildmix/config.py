@@ -30,11 +30,14 @@ SELECTIONS = ("auto", "sisnri", "dnsmos", "mixit", "none")
 BASELINES = ("noisy", "spectral-gating", "spectral-gating-stationary", "nsnet2", "rnnoise")
 METRICS = ("si_snr", "si_snri", "pesq", "estoi", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovr")
 CHUNK_SECONDS = 10.0  # block length of wildmix.enhance.Enhancer
-# separation: when one output carries at least this share of the outputs' energy, the input
-# is one sound and all outputs are merged into that one (wildmix.enhance.merge_lone). Chosen
-# on the sounds corpus's valid split with the M=8 MixIT model: 40% of lone sounds kept
-# whole against 0% without it, 3% of mixtures left unseparated (MSi -0.21 dB); 1: off
+# separation (wildmix.enhance.merge_plan): outputs whose loudness envelopes (frames of
+# ENVELOPE_HOP_SECONDS) correlate at least COHERENCE are merged, pieces of one sound; then,
+# when one output carries LONE_SHARE of the energy, the input is one sound and all outputs
+# are merged into it. Chosen on the sounds corpus's valid split with the M=8 MixIT model
+# (see the README); 1: off
+COHERENCE = 0.8
 LONE_SHARE = 0.95
+ENVELOPE_HOP_SECONDS = 0.016
 STREAM_ENGINES = ("torch", "onnx")  # wildmix.stream.Streamer's engines
 STREAM_MODEL = "causal"  # the shipped causal model, wildmix stream's default
 

@@ -21,7 +21,7 @@ import soundfile as sf
 import torch
 
 from wildmix import audio, models
-from wildmix.config import CHUNK_SECONDS, LONE_SHARE
+from wildmix.config import CHUNK_SECONDS, COHERENCE, ENVELOPE_HOP_SECONDS, LONE_SHARE
 
 log = logging.getLogger("wildmix")
 
@@ -36,12 +36,15 @@ class Enhancer:
 
     def __init__(self, model: torch.nn.Module, sample_rate: int, task: str = "enhance",
                  chunk_seconds: float = CHUNK_SECONDS, overlap_seconds: float = 1.0,
-                 device: str | torch.device | None = None, lone_share: float = LONE_SHARE):
+                 device: str | torch.device | None = None, lone_share: float = LONE_SHARE,
+                 coherence: float = COHERENCE):
         if overlap_seconds * 2 >= chunk_seconds:
             raise ValueError("overlap must be less than half the chunk length")
         if not 0.5 < lone_share <= 1.0:
             raise ValueError(f"lone_share must be in (0.5, 1], got {lone_share}")
-        self.lone_share = lone_share  # separation: see merge_lone
+        if not 0.0 < coherence <= 1.0:
+            raise ValueError(f"coherence must be in (0, 1], got {coherence}")
+        self.lone_share, self.coherence = lone_share, coherence  # separation: merge_plan
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.sample_rate, self.task = sample_rate, task
@@ -68,8 +71,8 @@ class Enhancer:
 
     def separate(self, waveform, sample_rate: int):
         """All M outputs. ``(T,)`` -> ``(M, T)``; ``(C, T)`` -> ``(C, M, T)``. A separation
-        model's outputs are merged into one when they hold a lone sound (:func:`merge_lone`
-        with ``lone_share``).
+        model's pieces of one sound are merged, and a lone sound is kept whole
+        (:func:`merge_pieces` with ``lone_share`` and ``coherence``).
 
         numpy in, numpy out; torch in, torch out.
         """
@@ -87,7 +90,7 @@ class Enhancer:
         out = np.concatenate(list(self._stream(blocks, length, sample_rate)), -1)
         out = out[0] if x.ndim == 1 else out  # (M, T) or (C, M, T)
         if self.task == "separate":
-            out = merge_lone(out, self.lone_share)
+            out = merge_pieces(out, sample_rate, self.lone_share, self.coherence)
         return torch.from_numpy(out).to(waveform.dtype) if is_torch else out.astype(x.dtype)
 
     def enhance(self, waveform, sample_rate: int):
@@ -279,53 +282,98 @@ def enhance_files(enhancer: Enhancer, jobs: list[tuple[Path, dict[str, Path]]],
     return failed
 
 
-def lone_output(energy: np.ndarray, share: float) -> int | None:
-    """The output that carries at least ``share`` of the outputs' total ``energy (M,)``,
-    else None."""
-    top = int(np.argmax(energy))
-    return top if energy.sum() > 0 and energy[top] >= share * energy.sum() else None
+def merge_plan(power: np.ndarray, share: float = LONE_SHARE, coherence: float = COHERENCE,
+               floor_db: float = -40.0) -> np.ndarray:
+    """Where each separation output goes, ``(M,)`` output indices, from the outputs' frame
+    powers ``(M, F)`` (:func:`frame_power`).
 
-
-def merge_lone(estimates: np.ndarray, share: float) -> np.ndarray:
-    """Separation outputs ``(M, T)`` or ``(C, M, T)``, with every output merged into the
-    loudest one when that one already carries ``share`` of the energy (all channels): the
-    input is a lone sound, kept whole instead of split into faint pieces; the others are
-    then silent. Otherwise unchanged.
-
-    MixIT never trains on a lone sound (every input is a sum of two mixtures) and spreads
-    one over several outputs; its outputs still show one: a single output carries most of
-    the energy.
+    MixIT never trains on a lone sound (every input is a sum of two mixtures) and learns to
+    spread a sound over several outputs. Pieces of one sound rise and fall together: the
+    two audible outputs (within ``-floor_db`` of the total) whose log-RMS envelopes
+    correlate best are merged into the louder (their frame powers added), again and again
+    while that correlation is at least ``coherence``. Then, when one output carries at
+    least ``share`` of the energy, the input is taken for one sound and every output goes
+    to that one. 1 turns either rule off.
     """
-    energy = np.square(estimates, dtype=np.float64).sum(-1)  # (M,) or (C, M)
-    top = lone_output(energy.reshape(-1, energy.shape[-1]).sum(0), share)
-    if top is None:
-        return estimates
+    power = np.array(power, dtype=np.float64)
+    target = np.arange(len(power))
+    floor = power.sum() * 10.0 ** (floor_db / 10.0)
+    while coherence < 1.0:
+        live = np.flatnonzero(power.sum(1) > floor)
+        if len(live) < 2:
+            break
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.corrcoef(np.log(np.sqrt(power[live]) + 1e-6))
+        r = np.nan_to_num(r, nan=-1.0) - 3.0 * np.eye(len(live))
+        a, b = np.unravel_index(int(np.argmax(r)), r.shape)
+        if r[a, b] < coherence:
+            break
+        a, b = sorted((live[a], live[b]), key=lambda m: -power[m].sum())  # into the louder
+        power[a] += power[b]
+        power[b] = 0.0
+        target[target == b] = a
+    energy = power.sum(1)
+    top = int(np.argmax(energy))
+    if share < 1.0 and energy.sum() > 0 and energy[top] >= share * energy.sum():
+        target[:] = top
+    return target
+
+
+def frame_power(y: np.ndarray, hop: int) -> np.ndarray:
+    """``(..., T)`` -> ``(..., ceil(T / hop))``: the mean square of each frame."""
+    y = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, -y.shape[-1] % hop)])
+    return np.square(y.reshape(*y.shape[:-1], -1, hop), dtype=np.float64).mean(-1)
+
+
+def hop_of(sample_rate: int) -> int:
+    return max(1, round(ENVELOPE_HOP_SECONDS * sample_rate))
+
+
+def apply_plan(estimates: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Outputs ``(..., M, T)`` with output m added into output ``target[m]``."""
     out = np.zeros_like(estimates)
-    out[..., top, :] = estimates.sum(-2)
+    for m, t in enumerate(target):
+        out[..., t, :] += estimates[..., m, :]
     return out
 
 
-def merge_lone_files(outputs: dict[str, Path], share: float) -> bool:
-    """:func:`merge_lone` on written output files ``{"s0": path, ...}`` (block by block:
-    any length; each rewritten atomically). Returns whether they were merged."""
-    keys = list(outputs)
-    top = lone_output(np.array([_energy(outputs[k]) for k in keys]), share)
-    if top is None:
-        return False
+def merge_pieces(estimates: np.ndarray, sample_rate: int, share: float = LONE_SHARE,
+                 coherence: float = COHERENCE) -> np.ndarray:
+    """Separation outputs ``(M, T)`` or ``(C, M, T)`` with the pieces of one sound merged
+    and a lone sound kept whole (:func:`merge_plan`, all channels together)."""
+    power = frame_power(estimates, hop_of(sample_rate))
+    target = merge_plan(power.reshape(-1, *power.shape[-2:]).sum(0), share, coherence)
+    return estimates if (target == np.arange(len(target))).all() else \
+        apply_plan(estimates, target)
+
+
+def merge_pieces_files(outputs: dict[str, Path], share: float = LONE_SHARE,
+                       coherence: float = COHERENCE) -> np.ndarray:
+    """:func:`merge_pieces` on written output files ``{"s0": path, ...}``, block by block
+    (any length; each file rewritten atomically). Returns the plan (:func:`merge_plan`)."""
+    paths = list(outputs.values())
     with contextlib.ExitStack() as stack:
-        readers = [stack.enter_context(sf.SoundFile(str(outputs[k]))) for k in keys]
+        readers = [stack.enter_context(sf.SoundFile(str(p))) for p in paths]
+        hop = hop_of(readers[0].samplerate)
+        power = np.stack([np.concatenate([frame_power(b.T, hop).sum(0) for b in r.blocks(
+            hop * 4096, dtype="float32", always_2d=True)] or [np.zeros(1)]) for r in readers])
+    target = merge_plan(power, share, coherence)
+    if (target == np.arange(len(target))).all():
+        return target
+    with contextlib.ExitStack() as stack:
+        readers = [stack.enter_context(sf.SoundFile(str(p))) for p in paths]
         writers = [stack.enter_context(sf.SoundFile(
-            stack.enter_context(audio.atomic_path(outputs[k])), "w", r.samplerate,
-            r.channels, subtype="FLOAT", format="WAV")) for k, r in zip(keys, readers,
-                                                                         strict=True)]
+            stack.enter_context(audio.atomic_path(p)), "w", r.samplerate, r.channels,
+            subtype="FLOAT", format="WAV")) for p, r in zip(paths, readers, strict=True)]
         while True:
-            blocks = [r.read(65536, dtype="float32", always_2d=True) for r in readers]
-            if not len(blocks[0]):
+            blocks = np.stack([r.read(65536, dtype="float32", always_2d=True).T
+                               for r in readers])  # (M, C, n)
+            if not blocks.shape[-1]:
                 break
-            merged = np.sum(blocks, axis=0)
-            for m, w in enumerate(writers):
-                w.write(merged if m == top else np.zeros_like(merged))
-    return True
+            for w, y in zip(writers, apply_plan(blocks.swapaxes(0, 1), target).swapaxes(0, 1),
+                            strict=True):
+                w.write(y.T)
+    return target
 
 
 def drop_silent(src: str | os.PathLike, outputs: dict[str, Path], silence_db: float

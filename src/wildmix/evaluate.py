@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from wildmix import audio, corpus, losses, mos, peers
-from wildmix.config import EXTRAS, LONE_SHARE, require
+from wildmix.config import COHERENCE, EXTRAS, LONE_SHARE, require
 from wildmix.report import LABELS, format_mean, write_html
 
 log = logging.getLogger("wildmix")
@@ -125,12 +125,14 @@ BASELINES: dict[str, Method] = {
 
 
 def model_method(path: str | os.PathLike, task: str, device: str | None = None,
-                 lone_share: float = LONE_SHARE) -> Method:
+                 lone_share: float = LONE_SHARE, coherence: float = COHERENCE) -> Method:
     """A trained model (run folder or checkpoint) as a method, through the chunked Enhancer
-    (separation: with ``lone_share``, see :func:`wildmix.enhance.merge_lone`)."""
+    (separation: its outputs merged with ``lone_share`` and ``coherence``, see
+    :func:`wildmix.enhance.merge_plan`)."""
     from wildmix.enhance import Enhancer
 
-    enhancer = Enhancer.from_checkpoint(path, device=device, lone_share=lone_share)
+    enhancer = Enhancer.from_checkpoint(path, device=device, lone_share=lone_share,
+                                        coherence=coherence)
     if task == "separate":
         return lambda x, sr: enhancer.separate(x, sr)
     return lambda x, sr: enhancer.enhance(x, sr)
@@ -155,8 +157,8 @@ def folder_method(folder: str | os.PathLike) -> Method:
 
 def methods(data: str | os.PathLike, models: list[str] | None = None,
             enhanced: list[str] | None = None, baselines: str | None = None,
-            device: str | None = None, lone_share: float = LONE_SHARE
-            ) -> dict[str, Method]:
+            device: str | None = None, lone_share: float = LONE_SHARE,
+            coherence: float = COHERENCE) -> dict[str, Method]:
     """Named methods for :func:`evaluate`: ``baselines`` (comma-separated names of
     :data:`BASELINES`, "none", or None for every one that fits the task and can run here:
     the peers only with their extra), trained
@@ -184,7 +186,8 @@ def methods(data: str | os.PathLike, models: list[str] | None = None,
             require("peers", peers.REQUIRES[b], f"baseline {b!r}")
         found[b] = BASELINES[b]
     for path in models or []:
-        found[method_name(path, found)] = model_method(path, task, device, lone_share)
+        found[method_name(path, found)] = model_method(path, task, device, lone_share,
+                                                       coherence)
     for folder in enhanced or []:
         found[method_name(folder, found)] = folder_method(folder)
     if not found:
