@@ -12,7 +12,8 @@ RUN    ?= runs/demo
 ADAPT_ARGS ?=
 
 .PHONY: install debs-tiny debs corpus test lint bench bench-quality bench-curve bench-reliability \
-	bench-stream bench-adapt bench-separate demo pretrained pretrained-causal clean
+	bench-stream bench-adapt bench-separate demo pretrained pretrained-causal \
+	pretrained-separate clean
 
 install: $(STAMP)
 
@@ -93,6 +94,20 @@ pretrained-causal: $(STAMP)
 		--out $(PRETRAINED_RUN)-causal
 	$(PY) -m wildmix export $(PRETRAINED_RUN)-causal \
 		--out src/wildmix/weights/causal.safetensors
+
+# the separation model of `wildmix separate` (src/wildmix/weights/separate.safetensors): the
+# 'sounds' corpus, MixIT on mixtures of mixtures, M=8 outputs, exact search, seed 0,
+# SEPARATION_STEPS steps of 8 x 4 s from scratch, the last weights; see MODEL_CARD.md
+SEPARATION_STEPS ?= 9000
+pretrained-separate: $(STAMP)
+	scripts/install-debs.sh $(PY) sounds sounds
+	test -f $(DATA)/corpus-sounds/manifest.jsonl || \
+		$(PY) -m wildmix corpus build $(DATA)/corpus-sounds --size sounds --kind sounds
+	$(PY) -m wildmix train --data $(DATA)/corpus-sounds --task separate --n-sources 8 \
+		--search exact --select none --seed 0 --max-steps $(SEPARATION_STEPS) \
+		--out $(PRETRAINED_RUN)-separate
+	$(PY) -m wildmix export $(PRETRAINED_RUN)-separate \
+		--out src/wildmix/weights/separate.safetensors
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

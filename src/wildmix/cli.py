@@ -93,8 +93,9 @@ def _separate(args) -> int:
 
     model, inputs = enhance.model_and_inputs(args.model, args.paths)
     if model == "default" and not args.model:
-        raise ValueError("wildmix separate needs a separation model: --model RUN (train one "
-                         "with wildmix train --task separate)")
+        from wildmix.config import SEPARATION_MODEL
+
+        model = SEPARATION_MODEL  # the shipped separation model
     enhancer = enhance.Enhancer.from_checkpoint(model, task="separate",
                                                 chunk_seconds=args.chunk_seconds,
                                                 device=args.device, lone_share=args.lone_share,
@@ -433,7 +434,8 @@ def _add_separate(commands) -> None:
     se.add_argument("paths", nargs="+", metavar="[RUN] INPUT",
                     help="a run folder or checkpoint (or --model), then audio files or "
                          "folders")
-    se.add_argument("--model", help="separation run folder or checkpoint")
+    se.add_argument("--model", help="separation run folder or checkpoint (default: the "
+                                     "shipped 'separate' model)")
     se.add_argument("--out", required=True, help="output folder (inputs are never "
                                                  "overwritten)")
     se.add_argument("--silence-db", type=float, default=-40.0,

@@ -40,6 +40,7 @@ LONE_SHARE = 0.95
 ENVELOPE_HOP_SECONDS = 0.016
 STREAM_ENGINES = ("torch", "onnx")  # wildmix.stream.Streamer's engines
 STREAM_MODEL = "causal"  # the shipped causal model, wildmix stream's default
+SEPARATION_MODEL = "separate"  # the shipped separation model, wildmix separate's default
 
 
 @dataclass
