@@ -429,8 +429,9 @@ def _add_separate(commands) -> None:
         "separate", help="separate sounds: every output of a separation model, one folder "
                          "per input file",
         description="wildmix separate [RUN] INPUT... --out DIR writes DIR/NAME/s0.wav ... "
-                    "sM-1.wav for each input (any length, in blocks) and drops the silent "
-                    "outputs.")
+                    "sM-1.wav for each input (any length, in blocks), merges the pieces of "
+                    "one sound, keeps a lone sound whole, and drops the silent outputs. "
+                    "Without RUN: the shipped 'separate' model.")
     se.add_argument("paths", nargs="+", metavar="[RUN] INPUT",
                     help="a run folder or checkpoint (or --model), then audio files or "
                          "folders")
