@@ -46,6 +46,7 @@ import glob
 import io
 import json
 import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -199,7 +200,12 @@ def own_clean(recordings: Path, noise: Path, out: Path) -> Path:
 
     if not out.is_dir():
         tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted run
         for path in sorted(recordings.glob("*.wav")):
+            if not (noise / path.name).is_file():
+                raise SystemExit(f"{noise / path.name}: missing; the ceiling needs the noise "
+                                 f"of every recording in {recordings} (delete the situation "
+                                 "folder to rebuild it)")
             x, sr = audio.read(path), audio.info(path).sample_rate
             audio.write(tmp / path.name, x - audio.read(noise / path.name, sr), sr)
         tmp.rename(out)
