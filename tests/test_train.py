@@ -456,7 +456,7 @@ def resolved(c):
     return resolve(c).config
 
 
-def test_lr_follows_whichever_budget_ends_first(tiny_corpus, tmp_path):
+def test_lr_follows_whichever_budget_ends_first(tiny_corpus, tmp_path, monkeypatch):
     peak = 1e-3
     by_steps = [train.lr_at(s, 0.0, peak, 10, 110) for s in range(0, 111, 10)]
     assert by_steps[0] == pytest.approx(peak / 10) and by_steps[1] == pytest.approx(peak)
@@ -466,7 +466,10 @@ def test_lr_follows_whichever_budget_ends_first(tiny_corpus, tmp_path):
     assert train.lr_at(20, 30.0, peak, 10, 10**6, 60.0) == pytest.approx(0.525 * peak)
     assert train.lr_at(20, 90.0, peak, 10, 10**6, 60.0) == pytest.approx(0.05 * peak)
     assert train.lr_at(110, 1.0, peak, 10, 110, 60.0) == pytest.approx(0.05 * peak)
-    # a time-bounded run decays: its last logged rate is near the floor
+    # a time-bounded run decays: its last logged rate is near the floor. Its clock moves
+    # 20 ms at every reading, so that a loaded machine cannot starve the run of steps
+    clock = iter(np.arange(0.0, 1e6, 0.02))
+    monkeypatch.setattr(train.time, "perf_counter", lambda: float(next(clock)))
     summary = train.train(_config(tiny_corpus, tmp_path / "t", max_steps=10**6, log_every=5,
                                   warmup_steps=5, max_minutes=0.1, valid_every=10**6),
                           progress=False)
