@@ -47,7 +47,7 @@ RECIPES = {  # run name -> `wildmix train` arguments beyond the common ones
     "pit-m8": ["--supervised", "--n-sources", "8"],
 }
 
-LONE_ROW = "mixit-m8, merged"  # mixit-m8 with wildmix separate's merging (its defaults)
+MERGED_ROW = "mixit-m8, merged"  # mixit-m8 with wildmix separate's merging (its defaults)
 
 
 def train_all(cli, data: Path, runs: Path, steps: int, recipes: list[str]) -> dict[str, float]:
@@ -150,14 +150,14 @@ def main(argv=None) -> None:
     print((report / "results.md").read_text())
     summary = json.loads((report / "results.json").read_text())["summary"]
     if "mixit-m8" in args.recipes:  # and as `wildmix separate` gives them
-        whole = report / "merged"
-        cli(["evaluate", "--data", str(data / "test"), "--out", str(whole), "--baseline",
+        merged = report / "merged"
+        cli(["evaluate", "--data", str(data / "test"), "--out", str(merged), "--baseline",
              "none", "--model", str(runs / "mixit-m8"), "--examples", "4", "--no-progress"])
         print(f"mixit-m8 with the pieces of one sound merged and a lone sound kept whole "
               f"(--coherence {COHERENCE} --lone-share {LONE_SHARE}, the defaults of wildmix "
               f"separate and evaluate):\n")
-        print((whole / "results.md").read_text())
-        summary[LONE_ROW] = json.loads((whole / "results.json").read_text())["summary"][
+        print((merged / "results.md").read_text())
+        summary[MERGED_ROW] = json.loads((merged / "results.json").read_text())["summary"][
             "mixit-m8"]
     print("| recipe | training minutes (this run; a kept run: 0) |\n|---|---|")
     for name, m in minutes.items():

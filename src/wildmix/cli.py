@@ -89,13 +89,10 @@ def _enhance(args) -> int:
 
 def _separate(args) -> int:
     from wildmix import enhance
+    from wildmix.config import SEPARATION_MODEL
     from wildmix.lock import folder_lock
 
-    model, inputs = enhance.model_and_inputs(args.model, args.paths)
-    if model == "default" and not args.model:
-        from wildmix.config import SEPARATION_MODEL
-
-        model = SEPARATION_MODEL  # the shipped separation model
+    model, inputs = enhance.model_and_inputs(args.model, args.paths, SEPARATION_MODEL)
     enhancer = enhance.Enhancer.from_checkpoint(model, task="separate",
                                                 chunk_seconds=args.chunk_seconds,
                                                 device=args.device, lone_share=args.lone_share,

@@ -216,14 +216,15 @@ def is_model(path: str | os.PathLike) -> bool:
     return path.suffix in (".pt", ".safetensors")
 
 
-def model_and_inputs(model: str | None, paths: list[str]) -> tuple[str, list[str]]:
+def model_and_inputs(model: str | None, paths: list[str], default: str = "default"
+                     ) -> tuple[str, list[str]]:
     """``[RUN] INPUT...``: the model (``model``, else a leading run folder or checkpoint,
-    else the shipped ``"default"``) and the audio inputs."""
+    else the shipped ``default``) and the audio inputs."""
     if model is None and len(paths) > 1 and is_model(paths[0]):
         return paths[0], list(paths[1:])
     if model is None and is_model(paths[0]):
         raise ValueError(f"{paths[0]} is a model; give the audio to enhance after it")
-    return model or "default", list(paths)
+    return model or default, list(paths)
 
 
 def plan_jobs(inputs: list[str], out: str | os.PathLike, task: str, n_sources: int,
@@ -343,8 +344,7 @@ def merge_pieces(estimates: np.ndarray, sample_rate: int, share: float = LONE_SH
     and a lone sound kept whole (:func:`merge_plan`, all channels together)."""
     power = frame_power(estimates, hop_of(sample_rate))
     target = merge_plan(power.reshape(-1, *power.shape[-2:]).sum(0), share, coherence)
-    return estimates if (target == np.arange(len(target))).all() else \
-        apply_plan(estimates, target)
+    return estimates if _unmoved(target) else apply_plan(estimates, target)
 
 
 def merge_pieces_files(outputs: dict[str, Path], share: float = LONE_SHARE,
@@ -357,23 +357,25 @@ def merge_pieces_files(outputs: dict[str, Path], share: float = LONE_SHARE,
         hop = hop_of(readers[0].samplerate)
         power = np.stack([np.concatenate([frame_power(b.T, hop).sum(0) for b in r.blocks(
             hop * 4096, dtype="float32", always_2d=True)] or [np.zeros(1)]) for r in readers])
-    target = merge_plan(power, share, coherence)
-    if (target == np.arange(len(target))).all():
-        return target
-    with contextlib.ExitStack() as stack:
-        readers = [stack.enter_context(sf.SoundFile(str(p))) for p in paths]
+        target = merge_plan(power, share, coherence)
+        if _unmoved(target):
+            return target
         writers = [stack.enter_context(sf.SoundFile(
             stack.enter_context(audio.atomic_path(p)), "w", r.samplerate, r.channels,
             subtype="FLOAT", format="WAV")) for p, r in zip(paths, readers, strict=True)]
-        while True:
-            blocks = np.stack([r.read(65536, dtype="float32", always_2d=True).T
-                               for r in readers])  # (M, C, n)
-            if not blocks.shape[-1]:
-                break
-            for w, y in zip(writers, apply_plan(blocks.swapaxes(0, 1), target).swapaxes(0, 1),
-                            strict=True):
-                w.write(y.T)
+        for r in readers:
+            r.seek(0)
+        for blocks in zip(*(r.blocks(65536, dtype="float32", always_2d=True)
+                            for r in readers), strict=True):
+            merged = apply_plan(np.stack(blocks, -2), target)  # (n, M, C)
+            for m, w in enumerate(writers):
+                w.write(merged[..., m, :])
     return target
+
+
+def _unmoved(target: np.ndarray) -> bool:
+    """Whether a plan leaves every output where it is."""
+    return bool((target == np.arange(len(target))).all())
 
 
 def drop_silent(src: str | os.PathLike, outputs: dict[str, Path], silence_db: float
