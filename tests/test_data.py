@@ -274,6 +274,36 @@ def test_paired_augment_transforms_every_clean_crop_deterministically(tiny_corpu
     assert changed == 8  # every clean crop is transformed
 
 
+def test_paired_noise_change_gives_other_noise_at_the_same_snr(tiny_corpus):
+    from wildmix.train import TrainConfig
+
+    c = resolved(TrainConfig(data=str(tiny_corpus), strategy="supervised"))
+    pairs = data.paired_clips(c.data, c.clean)
+    kept = data.PairedDataset(pairs, 16000, 2.0, 16, seed=1, augment=True)
+    changed = data.PairedDataset(pairs, 16000, 2.0, 16, seed=1, augment=True, noise_change=1.0)
+    for i in range(6):
+        a, b = kept[i].double(), changed[i].double()
+        assert torch.isfinite(b).all()
+        noise_a, noise_b = a[0] - a[1], b[0] - b[1]
+        snr = [10 * torch.log10((x[1] ** 2).sum() / (n ** 2).sum())
+               for x, n in ((a, noise_a), (b, noise_b))]
+        assert abs(snr[0] - snr[1]) < 0.01  # the same speech at the same SNR...
+        torch.testing.assert_close(b[1] / b[1].norm(), a[1] / a[1].norm())
+        corr = (noise_a @ noise_b).abs() / (noise_a.norm() * noise_b.norm())
+        assert corr < 0.5  # ...in another noise
+        torch.testing.assert_close(changed[i], changed[i].clone())
+
+
+def test_augment_noise_is_for_supervised_augment():
+    from wildmix.train import TrainConfig
+
+    with pytest.raises(ValueError, match="--augment-noise is for"):
+        resolve(TrainConfig(data="x", strategy="supervised", clean="y", augment_noise=0.5))
+    with pytest.raises(ValueError, match="probability"):
+        resolve(TrainConfig(data="x", strategy="supervised", clean="y", augment=True,
+                            augment_noise=2.0))
+
+
 def resolved(c):
     """The config after resolve(): every default filled in."""
     return resolve(c).config

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -18,7 +20,8 @@ class Gain(torch.nn.Module):
 
 @pytest.mark.parametrize("rate", [16000, 8000, 44100])
 def test_chunked_pointwise_model_is_exact(rate):
-    enhancer = Enhancer(Gain(), 16000, chunk_seconds=1.0, overlap_seconds=0.25, device="cpu")
+    enhancer = Enhancer(Gain(), 16000, chunk_seconds=1.0, overlap_seconds=0.25, device="cpu",
+                        atten_lim_db=math.inf)
     t = np.arange(int(3.7 * rate)) / rate
     x = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     y = enhancer.enhance(x, rate)
@@ -27,8 +30,32 @@ def test_chunked_pointwise_model_is_exact(rate):
     np.testing.assert_allclose(y[100:-100], 0.25 * x[100:-100], atol=tol)
 
 
+@pytest.mark.parametrize("limit", [0.0, 12.0, 26.0])
+def test_attenuation_limit_keeps_the_input_that_far_below(limit, tmp_path):
+    """Speech s + f (x - s), f = 10^(-limit/20); the noise outputs scaled by 1 - f."""
+    f = 10 ** (-limit / 20)
+    x = np.random.default_rng(1).uniform(-0.5, 0.5, (2, 30000)).astype(np.float32)
+    y = Enhancer(Gain(), 16000, chunk_seconds=1.0, overlap_seconds=0.2, device="cpu",
+                 atten_lim_db=limit).separate(x, 16000)
+    np.testing.assert_allclose(y[:, 0], (0.25 + f * 0.75) * x, atol=1e-5)
+    np.testing.assert_allclose(y[:, 1], (1 - f) * 0.75 * x, atol=1e-5)
+    assert np.abs(np.sum(y, 1) - x).max() < 1e-5  # the outputs still sum to the input
+    sep = Enhancer(Gain(), 16000, task="separate", device="cpu", atten_lim_db=limit,
+                   lone_share=1.0, coherence=1.0).separate(x[0], 16000)
+    np.testing.assert_allclose(sep[0], 0.25 * x[0], atol=1e-5)  # separation: no limit
+    for bad in (-1.0, math.nan):
+        with pytest.raises(ValueError, match="atten_lim_db"):
+            Enhancer(Gain(), 16000, device="cpu", atten_lim_db=bad)
+    from wildmix.cli import main
+
+    sf.write(tmp_path / "a.wav", x[0], 16000)
+    assert main(["enhance", "--atten-lim-db", "-3", str(tmp_path / "a.wav"), "--out",
+                 str(tmp_path / "o")]) == 2
+
+
 def test_channels_and_types():
-    enhancer = Enhancer(Gain(), 16000, chunk_seconds=1.0, overlap_seconds=0.2, device="cpu")
+    enhancer = Enhancer(Gain(), 16000, chunk_seconds=1.0, overlap_seconds=0.2, device="cpu",
+                        atten_lim_db=math.inf)
     x = np.random.default_rng(0).standard_normal((3, 20000)).astype(np.float32)
     y = enhancer.separate(x, 16000)
     assert y.shape == (3, 2, 20000)

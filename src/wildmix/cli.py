@@ -77,7 +77,8 @@ def _enhance(args) -> int:
 
     model, inputs = enhance.model_and_inputs(args.model, args.paths)
     enhancer = enhance.Enhancer.from_checkpoint(model, chunk_seconds=args.chunk_seconds,
-                                                device=args.device)
+                                                device=args.device,
+                                                atten_lim_db=args.atten_lim_db)
     with folder_lock(args.out, "enhance"):
         jobs = enhance.plan_jobs(inputs, args.out, args.task or enhancer.task,
                                  enhancer.n_sources, write_noise=args.write_noise)
@@ -197,7 +198,8 @@ def _evaluate(args) -> int:
 
     methods = evaluate.methods(args.data, models=args.model, enhanced=args.enhanced,
                                baselines=args.baseline, device=args.device,
-                               lone_share=args.lone_share, coherence=args.coherence)
+                               lone_share=args.lone_share, coherence=args.coherence,
+                               atten_lim_db=args.atten_lim_db)
     metrics = args.metrics.split(",") if args.metrics else None
     results = evaluate.evaluate(args.data, methods, metrics=metrics, limit=args.limit,
                                 keep_outputs=args.examples, progress=not args.no_progress)
@@ -345,6 +347,9 @@ def _add_train(commands) -> None:
                          "change the speed and EQ of each mixture, against over-fitting")
     opt("--augment-speed", "--augment: speed factor range", type=float, nargs=2,
         metavar=("LOW", "HIGH"))
+    opt("--augment-noise", "supervised --augment: probability that the noise too is changed "
+                           "(speed, EQ, a second noise), for kinds of noise unlike the "
+                           "training ones", type=float)
     opt("--relative-gain-db", "level of the second mixture, dB (default: -25 0 to enhance, "
                               "-5 5 to separate)", type=float, nargs=2)
     opt("--device")
@@ -497,6 +502,7 @@ def _add_enhance(commands) -> None:
     en.add_argument("--task", choices=TASKS,
                     help="separate: write every output (default: the model's task)")
     en.add_argument("--write-noise", action="store_true", help="also write NAME_noise.wav")
+    _add_atten_lim(en)
     _add_block_options(en)
     en.set_defaults(func=_enhance)
 
@@ -531,10 +537,20 @@ def _add_evaluate(commands) -> None:
     ev.add_argument("--examples", type=int, default=3,
                     help="files with spectrograms and audio in the report "
                          "(default: %(default)s)")
+    _add_atten_lim(ev)
     _add_merging(ev)
     ev.add_argument("--device")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_evaluate)
+
+
+def _add_atten_lim(parser) -> None:
+    from wildmix.config import ATTEN_LIM_DB
+
+    parser.add_argument("--atten-lim-db", type=float, default=ATTEN_LIM_DB,
+                        help="enhancement: keep the input this far below the speech, an "
+                             "attenuation limit (inf: none, 0: the input; default: "
+                             "%(default)s)")
 
 
 def _add_merging(parser) -> None:

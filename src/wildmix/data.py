@@ -443,19 +443,22 @@ class PairedDataset(_SegmentDataset):
     a speed change by a factor drawn from ``speed`` (default 0.85..1.15; pitch and
     formants move together, as between speakers of different size), a smooth random
     equaliser (-8..+8 dB at six frequencies, as between microphones and rooms), and, half
-    of the time, the noise of another item at an SNR drawn from ``snr_db``.
+    of the time, the noise of another item at an SNR drawn from ``snr_db``. With
+    ``noise_change=p`` the noise too is changed, with probability p, so that a few kinds
+    of noise stand for more (:func:`change_noise`).
     """
 
     def __init__(self, pairs: Sequence[tuple[Clip, Clip]], sample_rate: int = 16000,
                  segment_seconds: float = 4.0, examples_per_epoch: int = 1000,
                  level_db: tuple[float, float] = (-30.0, -20.0), seed: int = 0,
                  augment: bool = False, snr_db: tuple[float, float] = (-5.0, 15.0),
-                 speed: tuple[float, float] = (0.85, 1.15)):
+                 speed: tuple[float, float] = (0.85, 1.15), noise_change: float = 0.0):
         if not pairs:
             raise DataError("no noisy/clean pairs")
         super().__init__(sample_rate, segment_seconds, examples_per_epoch, seed)
         self.pairs, self.level_db = list(pairs), level_db
         self.augment, self.snr_db, self.speed = augment, snr_db, speed
+        self.noise_change = noise_change
         self._p = _duration_weights([n for n, _ in self.pairs])
 
     def _pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -476,6 +479,10 @@ class PairedDataset(_SegmentDataset):
             if rng.random() < 0.5:
                 other, other_clean = self._pair(rng)
                 noise = at_snr(other - other_clean, s, rng.uniform(*self.snr_db))
+            if rng.random() < self.noise_change:
+                other, other_clean = self._pair(rng)
+                noise = at_snr(change_noise(noise, other - other_clean, self.sample_rate, rng),
+                               noise, 0.0)
             x = (s + noise).astype(np.float32)
         return _noisy_clean(x, s, rng.uniform(*self.level_db))
 
@@ -530,6 +537,19 @@ def at_snr(noise: np.ndarray, speech: np.ndarray, snr_db: float) -> np.ndarray:
     ratio = np.mean(np.square(speech, dtype=np.float64)) / (
         np.mean(np.square(noise, dtype=np.float64)) + 1e-20)
     return noise * math.sqrt(ratio / 10 ** (snr_db / 10))
+
+
+def change_noise(noise: np.ndarray, other: np.ndarray, sample_rate: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """``noise`` as another kind of noise: played at a speed drawn from 0.6..1.6 (engines,
+    fans and music at other pitches and tempos), through a random equaliser of -12..+12 dB,
+    and half of the time with ``other`` added 0 to 10 dB below it; the caller sets the
+    level."""
+    y = equalise(change_speed(noise, rng.uniform(0.6, 1.6), sample_rate, rng), sample_rate,
+                 rng, max_db=12.0)
+    if rng.random() < 0.5:
+        y = y + at_snr(other, y, rng.uniform(0.0, 10.0))
+    return y.astype(np.float32)
 
 
 def _noisy_clean(x: np.ndarray, s: np.ndarray, level_db: float) -> torch.Tensor:

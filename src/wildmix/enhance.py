@@ -21,13 +21,18 @@ import soundfile as sf
 import torch
 
 from wildmix import audio, models
-from wildmix.config import CHUNK_SECONDS, COHERENCE, ENVELOPE_HOP_SECONDS, LONE_SHARE
+from wildmix.config import ATTEN_LIM_DB, CHUNK_SECONDS, COHERENCE, ENVELOPE_HOP_SECONDS, LONE_SHARE
 
 log = logging.getLogger("wildmix")
 
 
 class Enhancer:
     """Speech enhancement (or separation) with a trained model.
+
+    To enhance, the speech output keeps the input ``atten_lim_db`` below it (an attenuation
+    limit: output 0 becomes ``s + f (x - s)`` with ``f = 10^(-atten_lim_db / 20)``, the
+    other outputs are scaled by ``1 - f``, so the outputs still sum to the input); ``inf``
+    gives the model's own outputs, 0 the input.
 
     >>> enhancer = Enhancer.default()                             # doctest: +SKIP
     >>> enhancer = Enhancer.from_checkpoint("runs/demo")          # doctest: +SKIP
@@ -37,14 +42,18 @@ class Enhancer:
     def __init__(self, model: torch.nn.Module, sample_rate: int, task: str = "enhance",
                  chunk_seconds: float = CHUNK_SECONDS, overlap_seconds: float = 1.0,
                  device: str | torch.device | None = None, lone_share: float = LONE_SHARE,
-                 coherence: float = COHERENCE):
+                 coherence: float = COHERENCE, atten_lim_db: float = ATTEN_LIM_DB):
         if overlap_seconds * 2 >= chunk_seconds:
             raise ValueError("overlap must be less than half the chunk length")
         if not 0.5 < lone_share <= 1.0:
             raise ValueError(f"lone_share must be in (0.5, 1], got {lone_share}")
         if not 0.0 < coherence <= 1.0:
             raise ValueError(f"coherence must be in (0, 1], got {coherence}")
+        if not atten_lim_db >= 0:
+            raise ValueError(f"atten_lim_db must be >= 0 dB (inf: no limit), got {atten_lim_db}")
         self.lone_share, self.coherence = lone_share, coherence  # separation: merge_plan
+        # enhancement: the share of the input kept in the speech output
+        self.floor = 10 ** (-atten_lim_db / 20)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.sample_rate, self.task = sample_rate, task
@@ -163,6 +172,9 @@ class Enhancer:
         if x.shape[1] < 2 * getattr(self.model, "n_fft", 32):  # too short for the STFT
             x = np.pad(x, ((0, 0), (0, 2 * getattr(self.model, "n_fft", 32) - x.shape[1])))
         y = self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()  # (C, M, n')
+        if self.task == "enhance" and self.floor:
+            y *= 1 - self.floor
+            y[:, 0] += self.floor * x
         out = np.stack([np.stack([
             audio.fit_length(audio.resample(y[c, m], self.sample_rate, sample_rate), n)
             for m in range(y.shape[1])]) for c in range(y.shape[0])])

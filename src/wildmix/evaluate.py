@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from wildmix import audio, corpus, losses, mos, peers
-from wildmix.config import COHERENCE, EXTRAS, LONE_SHARE, require
+from wildmix.config import EXTRAS, require
 from wildmix.report import LABELS, format_mean, write_html
 
 log = logging.getLogger("wildmix")
@@ -125,14 +125,13 @@ BASELINES: dict[str, Method] = {
 
 
 def model_method(path: str | os.PathLike, task: str, device: str | None = None,
-                 lone_share: float = LONE_SHARE, coherence: float = COHERENCE) -> Method:
+                 **options) -> Method:
     """A trained model (run folder or checkpoint) as a method, through the chunked Enhancer
-    (separation: its outputs merged with ``lone_share`` and ``coherence``, see
-    :func:`wildmix.enhance.merge_plan`)."""
+    with its ``options`` (``atten_lim_db``; separation: ``lone_share`` and ``coherence``,
+    see :func:`wildmix.enhance.merge_plan`)."""
     from wildmix.enhance import Enhancer
 
-    enhancer = Enhancer.from_checkpoint(path, device=device, lone_share=lone_share,
-                                        coherence=coherence)
+    enhancer = Enhancer.from_checkpoint(path, device=device, **options)
     if task == "separate":
         return lambda x, sr: enhancer.separate(x, sr)
     return lambda x, sr: enhancer.enhance(x, sr)
@@ -157,12 +156,12 @@ def folder_method(folder: str | os.PathLike) -> Method:
 
 def methods(data: str | os.PathLike, models: list[str] | None = None,
             enhanced: list[str] | None = None, baselines: str | None = None,
-            device: str | None = None, lone_share: float = LONE_SHARE,
-            coherence: float = COHERENCE) -> dict[str, Method]:
+            device: str | None = None, **options) -> dict[str, Method]:
     """Named methods for :func:`evaluate`: ``baselines`` (comma-separated names of
     :data:`BASELINES`, "none", or None for every one that fits the task and can run here:
     the peers only with their extra), trained
-    ``models`` (run folders, checkpoints, shipped names) and ``enhanced`` output folders.
+    ``models`` (run folders, checkpoints, shipped names; run with the Enhancer's
+    ``options``) and ``enhanced`` output folders.
 
     Raises:
         ValueError: an unknown baseline or one that does not fit the task, or nothing to
@@ -186,8 +185,7 @@ def methods(data: str | os.PathLike, models: list[str] | None = None,
             require("peers", peers.REQUIRES[b], f"baseline {b!r}")
         found[b] = BASELINES[b]
     for path in models or []:
-        found[method_name(path, found)] = model_method(path, task, device, lone_share,
-                                                       coherence)
+        found[method_name(path, found)] = model_method(path, task, device, **options)
     for folder in enhanced or []:
         found[method_name(folder, found)] = folder_method(folder)
     if not found:

@@ -260,7 +260,8 @@ def _train_set(c: TrainConfig, total_examples: int):
         pairs = wdata.paired_clips(c.data, c.clean)
         log.info("supervised training on %d noisy/clean pairs", len(pairs))
         return (wdata.PairedDataset(pairs, c.sample_rate, c.segment_seconds, total_examples,
-                                    seed=c.seed, augment=c.augment, speed=c.augment_speed),
+                                    seed=c.seed, augment=c.augment, speed=c.augment_speed,
+                                    noise_change=c.augment_noise),
                 [n for n, _ in pairs], None, [])
     index = wdata.index_folder(c.data)
     log.info("recordings %s: %s", c.data, index.summary())
@@ -349,7 +350,8 @@ def teacher_noise(model: str, clips: list, folder: Path, device=None) -> wdata.I
     def write():
         jobs = [(Path(clip.path), {"noise": folder / f"{i:05d}.wav"})
                 for i, clip in enumerate(clips)]
-        enhance_files(Enhancer.from_checkpoint(model, device=device), jobs, progress=False)
+        enhance_files(Enhancer.from_checkpoint(model, device=device, atten_lim_db=math.inf),
+                      jobs, progress=False)
 
     _write_once(folder, write)
     return wdata.index_folder(folder)
@@ -368,7 +370,7 @@ def pause_noise(model: str, clips: list, folder: Path, seconds: float, device=No
     from wildmix.enhance import Enhancer
 
     def write():
-        enhancer = Enhancer.from_checkpoint(model, device=device)
+        enhancer = Enhancer.from_checkpoint(model, device=device, atten_lim_db=math.inf)
         for i, clip in enumerate(clips):
             x = audio.read(clip.path, start=clip.start, frames=clip.frames, check=False)
             sr = clip.sample_rate
