@@ -59,6 +59,8 @@ demo: $(STAMP)
 # PRETRAINED_STEPS steps of 8 x 4 s), 4000 more steps with a wider speed range (seed 1);
 # about 80 minutes on 2 CPU cores. default: v1 fine-tuned on the 'real' corpus (real voices
 # in ~30 languages, real ambience, simulated rooms), 12000 steps, seed 2; about 25 more minutes.
+# default (v3): v2 6000 more steps with half of the items' noise changed (speed, EQ, a second
+# noise), seed 4; about 16 more minutes.
 PRETRAINED_STEPS ?= 22000
 PRETRAINED_RUN   ?= runs/pretrained
 pretrained: $(STAMP)
@@ -77,8 +79,11 @@ pretrained: $(STAMP)
 	$(PY) -m wildmix export $(PRETRAINED_RUN)-wide --out src/wildmix/weights/v1.safetensors
 	$(PY) -m wildmix train --data $(DATA)/corpus-real --supervised --augment --init v1 \
 		--seed 2 --max-steps 12000 --valid-every 1000 --ema 0 --out $(PRETRAINED_RUN)-real
-	$(PY) -m wildmix export $(PRETRAINED_RUN)-real \
-		--out src/wildmix/weights/default.safetensors
+	$(PY) -m wildmix export $(PRETRAINED_RUN)-real --out src/wildmix/weights/v2.safetensors
+	$(PY) -m wildmix train --data $(DATA)/corpus-real --supervised --augment --augment-noise 0.5 \
+		--init $(PRETRAINED_RUN)-real --seed 4 --max-steps 6000 --valid-every 1000 --ema 0 \
+		--out $(PRETRAINED_RUN)-v3
+	$(PY) -m wildmix export $(PRETRAINED_RUN)-v3 --out src/wildmix/weights/default.safetensors
 
 # the causal model of `wildmix stream` (src/wildmix/weights/causal.safetensors): the 'real'
 # corpus, supervised training with augmentation, stft/stream (20 ms window, 10 ms hop, no

@@ -366,7 +366,7 @@ def main(argv=None) -> None:
 
     if args.real is not None:
         real_table(cli, Path(args.real_data), Path(args.report) / "real",
-                   ["v1", "default", *args.real], args.limit)
+                   ["v1", "v2", "default", *args.real], args.limit)
         return None
     if args.voices:
         voices(Path(args.data), args.voices)

@@ -125,12 +125,15 @@ def test_shipped_model_checksum_matches_the_model_card():
     assert path.stat().st_size < 5e6  # a few MB at most
 
 
-def test_first_shipped_model_kept_as_v1():
-    """The first shipped model stays in the package as "v1", the baseline of newer ones."""
-    path = models.pretrained_path("v1")
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == (
-        "c640c75678ac63c747295a28d89377a7ed461f01f9e0e2d10c03f0e711031d43")
-    ckpt = models.load_checkpoint("v1")
+@pytest.mark.parametrize("name, digest", [
+    ("v1", "c640c75678ac63c747295a28d89377a7ed461f01f9e0e2d10c03f0e711031d43"),
+    ("v2", "39a4a76a4a247219176b11b1567e4fbed8510d3c04a4e7d50b0382efc63c9efb")])
+def test_earlier_shipped_models_kept(name, digest):
+    """The earlier shipped models stay in the package under their names ("v1", "v2"), the
+    baselines of newer ones, byte for byte as they were shipped."""
+    path = models.pretrained_path(name)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    ckpt = models.load_checkpoint(name)
     assert ckpt["model_name"] == "stft" and ckpt["sample_rate"] == 16000
 
 
