@@ -4,6 +4,7 @@
     python benchmarks/bench_quality.py --curve 60 [--augment] [--overlap W]  # SI-SNRi vs time
     python benchmarks/bench_quality.py --compare [--steps 2000]   # MixIT remedies
     python benchmarks/bench_quality.py --voices default runs/x    # per voice, valid + test
+    python benchmarks/bench_quality.py --real [MODEL...]   # real voices: peers, v1, v2, default
 
 The table (default): builds the 'small' corpus and the 'shift' corpus (other voices and
 noises) if needed, then trains, each on the same model (stft/cpu) and step budget:
@@ -13,8 +14,8 @@ noises) if needed, then trains, each on the same model (stft/cpu) and step budge
 - remixit: a RemixIT student of the mixit model on small's noisy recordings (no labels);
 - shift-supervised: supervised on the shift corpus (a model trained elsewhere);
 - shift-remixit: its RemixIT student adapted on small's noisy recordings (no labels);
-- default: the model shipped in the package (trained on 'large' by `make pretrained`; its
-  noise files and voices of small's test split are held out), untouched;
+- default: the model shipped in the package (made by `make pretrained` from 'large' and
+  'real'; the voices of small's test split and its noise files are held out), untouched;
 - adapted: `wildmix adapt` of the shipped model on small's noisy training recordings (no
   labels, its default budget), as `make demo` runs it.
 
