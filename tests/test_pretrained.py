@@ -111,7 +111,7 @@ def test_adapt_command_then_enhance(tiny_corpus, tmp_path, capsys, strategy):
                  str(tmp_path / "o"), "--no-progress"]) == 0
     assert len(list((tmp_path / "o").glob("*.wav"))) == 6
     assert main(["enhance", str(run), "--out", str(tmp_path / "o2")]) == 2
-    assert "give the audio to enhance after it" in capsys.readouterr().err
+    assert "give the audio after it" in capsys.readouterr().err
 
 
 # --- the shipped model ------------------------------------------------------------------------

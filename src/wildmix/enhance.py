@@ -235,7 +235,7 @@ def model_and_inputs(model: str | None, paths: list[str], default: str = "defaul
     if model is None and len(paths) > 1 and is_model(paths[0]):
         return paths[0], list(paths[1:])
     if model is None and is_model(paths[0]):
-        raise ValueError(f"{paths[0]} is a model; give the audio to enhance after it")
+        raise ValueError(f"{paths[0]} is a model; give the audio after it")
     return model or default, list(paths)
 
 
