@@ -479,7 +479,7 @@ class PairedDataset(_SegmentDataset):
             if rng.random() < 0.5:
                 other, other_clean = self._pair(rng)
                 noise = at_snr(other - other_clean, s, rng.uniform(*self.snr_db))
-            if rng.random() < self.noise_change:
+            if self.noise_change and rng.random() < self.noise_change:  # draws as before
                 other, other_clean = self._pair(rng)
                 noise = at_snr(change_noise(noise, other - other_clean, self.sample_rate, rng),
                                noise, 0.0)
