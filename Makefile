@@ -57,8 +57,8 @@ demo: $(STAMP)
 # the shipped models, from scratch (see MODEL_CARD.md). v1 (src/wildmix/weights/v1.safetensors):
 # the 'large' corpus, supervised training with augmentation (stft/cpu, seed 0,
 # PRETRAINED_STEPS steps of 8 x 4 s), 4000 more steps with a wider speed range (seed 1);
-# about 80 minutes on 2 CPU cores. default: v1 fine-tuned on the 'real' corpus (real voices
-# in ~30 languages, real ambience, simulated rooms), 12000 steps, seed 2; about 25 more minutes.
+# about 80 minutes on 2 CPU cores. v2: v1 fine-tuned on the 'real' corpus (real voices in
+# ~30 languages, real ambience, simulated rooms), 12000 steps, seed 2; about 25 more minutes.
 # default (v3): v2 6000 more steps with half of the items' noise changed (speed, EQ, a second
 # noise), seed 4; about 16 more minutes.
 PRETRAINED_STEPS ?= 22000

@@ -479,10 +479,11 @@ class PairedDataset(_SegmentDataset):
             if rng.random() < 0.5:
                 other, other_clean = self._pair(rng)
                 noise = at_snr(other - other_clean, s, rng.uniform(*self.snr_db))
-            if self.noise_change and rng.random() < self.noise_change:  # draws as before
+            # (noise_change 0 draws nothing: the items of earlier recipes stay the same)
+            if self.noise_change and rng.random() < self.noise_change:
                 other, other_clean = self._pair(rng)
-                noise = at_snr(change_noise(noise, other - other_clean, self.sample_rate, rng),
-                               noise, 0.0)
+                changed = change_noise(noise, other - other_clean, self.sample_rate, rng)
+                noise = at_snr(changed, noise, 0.0)  # at the noise's own energy: same SNR
             x = (s + noise).astype(np.float32)
         return _noisy_clean(x, s, rng.uniform(*self.level_db))
 
