@@ -13,6 +13,7 @@ import torch
 
 from wildmix import audio, models, stream
 from wildmix.cli import main
+from wildmix.config import ATTEN_LIM_DB
 
 TEST_AUDIO = Path(__file__).parent / "data"
 _find_spec = importlib.util.find_spec
@@ -40,9 +41,11 @@ def _speech(seconds=None):
     return x[:int(seconds * 16000)] if seconds else x[:len(x) // 160 * 160 + 77]
 
 
-def _offline(model, x):
+def _offline(model, x, atten_lim_db=ATTEN_LIM_DB):
+    """The offline speech output with the attenuation limit: s + 10^(-A/20) (x - s)."""
     with torch.no_grad():
-        return model(torch.from_numpy(x)[None])[0, 0].numpy()
+        s = model(torch.from_numpy(x)[None])[0, 0].numpy()
+    return s + 10 ** (-atten_lim_db / 20) * (x - s)
 
 
 def _relative_error(y, ref):
@@ -92,6 +95,18 @@ def test_in_float64_the_step_is_exactly_the_offline_model(name):
     y = np.concatenate(outs)[model.hop:]  # the first hop lies in the STFT's padding
     n = len(y)  # every output a whole frame after it has been emitted
     assert np.abs(y - ref[:n]).max() < 1e-9 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("atten_lim_db", [0.0, 12.0, np.inf])
+def test_attenuation_limit_meets_the_input_of_the_same_instant(atten_lim_db):
+    """As the offline Enhancer: s + f (x - s) with x delayed by the latency to meet s;
+    0 dB gives back the input itself, inf the model's own output."""
+    model, x = _model(), _speech(1.0)[:5077]
+    out = _random_chunks(stream.Streamer(model, 16000, atten_lim_db=atten_lim_db), x, 2)
+    latency = stream.latency(model)
+    assert _relative_error(out[latency:], _offline(model, x, atten_lim_db)) < 1e-5
+    if atten_lim_db == 0:
+        assert np.abs(out[latency:] - x).max() < 1e-6
 
 
 @pytest.mark.parametrize("length", [1, 100, 160, 320, 481])
@@ -187,7 +202,8 @@ def test_cli_bad_streams_get_one_line(tmp_path, capsys):
              (["stereo.wav", "o.wav"], "2 channels; a stream is one channel"),
              (["--chunk", "0", "stereo.wav", "o.wav"], "--chunk must be a positive number"),
              (["-", "o.wav"], "pipe to pipe"),
-             (["stereo.wav"], "give IN and OUT")]
+             (["stereo.wav"], "give IN and OUT"),
+             (["--atten-lim-db", "-3", "stereo.wav", "o.wav"], "atten_lim_db must be >= 0")]
     for args, message in cases:
         capsys.readouterr()
         code = main(["stream", "--model", str(ckpt), *[str(tmp_path / a) if a.endswith(".wav")

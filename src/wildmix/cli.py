@@ -159,7 +159,8 @@ def _stream(args) -> int:
     from wildmix import stream
 
     torch.set_num_threads(args.threads)
-    streamer = stream.load(args.model, engine=args.engine, threads=args.threads)
+    streamer = stream.load(args.model, engine=args.engine, threads=args.threads,
+                           atten_lim_db=args.atten_lim_db)
     if args.soundcard:
         from wildmix.config import EXTRAS, require
 
@@ -484,6 +485,7 @@ def _add_stream(commands) -> None:
     st.add_argument("--soundcard", action="store_true",
                     help="microphone to speakers, live (needs wildmix[live])")
     st.add_argument("--seconds", type=float, help="--soundcard: stop after this long")
+    _add_atten_lim(st)
     st.set_defaults(func=_stream)
 
 

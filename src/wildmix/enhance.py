@@ -26,6 +26,14 @@ from wildmix.config import ATTEN_LIM_DB, CHUNK_SECONDS, COHERENCE, ENVELOPE_HOP_
 log = logging.getLogger("wildmix")
 
 
+def input_share(atten_lim_db: float) -> float:
+    """The share ``f`` of the input that an attenuation limit of ``atten_lim_db`` keeps in
+    the speech output (``s + f (x - s)``): ``10^(-atten_lim_db / 20)``, 0 for ``inf``."""
+    if not atten_lim_db >= 0:
+        raise ValueError(f"atten_lim_db must be >= 0 dB (inf: no limit), got {atten_lim_db}")
+    return 10 ** (-atten_lim_db / 20)
+
+
 class Enhancer:
     """Speech enhancement (or separation) with a trained model.
 
@@ -49,11 +57,8 @@ class Enhancer:
             raise ValueError(f"lone_share must be in (0.5, 1], got {lone_share}")
         if not 0.0 < coherence <= 1.0:
             raise ValueError(f"coherence must be in (0, 1], got {coherence}")
-        if not atten_lim_db >= 0:
-            raise ValueError(f"atten_lim_db must be >= 0 dB (inf: no limit), got {atten_lim_db}")
         self.lone_share, self.coherence = lone_share, coherence  # separation: merge_plan
-        # enhancement: the share of the input kept in the speech output
-        self.floor = 10 ** (-atten_lim_db / 20)
+        self.floor = input_share(atten_lim_db)  # enhancement
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.sample_rate, self.task = sample_rate, task

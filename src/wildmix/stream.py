@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from wildmix.config import STREAM_ENGINES, STREAM_MODEL
+from wildmix.config import ATTEN_LIM_DB, STREAM_ENGINES, STREAM_MODEL
+from wildmix.enhance import input_share
 from wildmix.models.stft import STFTMasker
 
 log = logging.getLogger("wildmix")
@@ -144,13 +145,18 @@ class Streamer:
         model: a causal stft model (:func:`check_streamable`).
         sample_rate: the model's rate; the input must have it.
         engine: ``"torch"``, or ``"onnx"`` with ``onnx_path`` (see :func:`export_onnx`).
+        atten_lim_db: the attenuation limit, as :class:`wildmix.enhance.Enhancer`'s: the
+            speech ``s`` becomes ``s + f (x - s)`` with the input ``x`` delayed to meet it,
+            ``f = 10^(-atten_lim_db / 20)``; ``inf``: the model's own output.
     """
 
     def __init__(self, model: nn.Module, sample_rate: int, engine: str = "torch",
-                 onnx_path: str | os.PathLike | None = None, threads: int = 1):
+                 onnx_path: str | os.PathLike | None = None, threads: int = 1,
+                 atten_lim_db: float = ATTEN_LIM_DB):
         if engine not in STREAM_ENGINES:
             raise StreamError(f"engine must be one of {', '.join(STREAM_ENGINES)}, got "
                               f"{engine!r}")
+        self.floor = input_share(atten_lim_db)
         self.step = StreamStep(model)
         self.sample_rate, self.hop = sample_rate, model.hop
         self.latency = latency(model)
@@ -167,6 +173,7 @@ class Streamer:
         self._pending = np.zeros(0, np.float32)
         self._queue = [np.zeros(self.latency, np.float32)]
         self._queued, self._steps = self.latency, 0
+        self._delayed = np.zeros(self.latency, np.float32)  # the input the output is due to meet
 
     def process(self, chunk) -> np.ndarray:
         """``(n,)`` float samples -> ``(n,)`` enhanced samples, ``latency`` late."""
@@ -180,7 +187,7 @@ class Streamer:
         while len(self._pending) >= self.hop:
             self._advance(self._pending[:self.hop])
             self._pending = self._pending[self.hop:]
-        return self._take(len(x))
+        return self._limit(self._take(len(x)), x)
 
     def flush(self) -> np.ndarray:
         """The rest of the stream (``latency`` samples, the end of its last frame); then
@@ -190,9 +197,16 @@ class Streamer:
             self._advance(np.pad(self._pending, (0, self.hop - rest)))
             ola, envelope = self._state[3], self._state[4]
             self._put(ola[:rest] / np.maximum(envelope[:rest], 1e-11))
-        out = self._take(self._queued)
+        out = self._limit(self._take(self._queued), np.zeros(0, np.float32))
         self.reset()
         return out
+
+    def _limit(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """``y + f (x' - y)``, ``x'`` the input ``latency`` samples earlier, which ``y``
+        (the output of the same instant) is the speech of; ``x`` comes in."""
+        held = np.concatenate([self._delayed, x])
+        self._delayed = held[len(y):]
+        return y + self.floor * (held[:len(y)] - y) if self.floor else y
 
     def _advance(self, x: np.ndarray) -> None:
         y, *self._state = self._run(x, *self._state)
@@ -216,13 +230,13 @@ class Streamer:
 
 
 def load(model: str | os.PathLike = STREAM_MODEL, engine: str = "torch",
-         threads: int = 1) -> Streamer:
+         threads: int = 1, atten_lim_db: float = ATTEN_LIM_DB) -> Streamer:
     """A :class:`Streamer` for a run folder, checkpoint or shipped model name."""
     from wildmix import models
 
     ckpt = models.load_checkpoint(model)
     return Streamer(models.from_checkpoint(ckpt), ckpt["sample_rate"], engine=engine,
-                    threads=threads)
+                    threads=threads, atten_lim_db=atten_lim_db)
 
 
 def stream_array(streamer: Streamer, signal: np.ndarray, chunk: int) -> np.ndarray:
