@@ -183,7 +183,7 @@ def test_shipped_causal_model_streams_and_enhances(tiny_corpus, offline):
     assert digest in CARD.read_text() and path.stat().st_size < 5e6
     streamer = stream.load("causal")
     assert round(streamer.latency_ms, 1) == 19.9
-    enhancer = Enhancer.from_checkpoint(models.pretrained_path("causal"), device="cpu")
+    enhancer = Enhancer.from_checkpoint("causal", device="cpu")
     gains = []
     for noisy_path in sorted((tiny_corpus / "test" / "noisy").glob("*.wav")):
         clean, _ = sf.read(str(tiny_corpus / "test" / "clean" / noisy_path.name),

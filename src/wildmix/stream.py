@@ -204,9 +204,11 @@ class Streamer:
     def _limit(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         """``y + f (x' - y)``, ``x'`` the input ``latency`` samples earlier, which ``y``
         (the output of the same instant) is the speech of; ``x`` comes in."""
+        if not self.floor:  # no limit: no input to hold back
+            return y
         held = np.concatenate([self._delayed, x])
         self._delayed = held[len(y):]
-        return y + self.floor * (held[:len(y)] - y) if self.floor else y
+        return y + self.floor * (held[:len(y)] - y)
 
     def _advance(self, x: np.ndarray) -> None:
         y, *self._state = self._run(x, *self._state)
