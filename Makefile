@@ -152,15 +152,17 @@ bench-stream: $(STAMP)
 	scripts/install-debs.sh $(PY) real speech
 	$(PY) benchmarks/bench_stream.py --real-data $(DATA)/corpus-real
 
-# slow (about 4 hours on 2 cores): `wildmix adapt` from the shipped model, recordings only
+# slow (about 2 h 15 min on 2 cores): `wildmix adapt` from the shipped model, recordings only
 # (RemixIT, RemixIT with DNSMOS selection, MixIT with VAD noise, with the model's noise
 # estimates, with the pauses it hears, supervised on clean speech of the 'real' corpus's
 # training voices mixed with those pauses, RemixIT beside that) and with noise clips
 # (MixIT, supervised, RemixIT beside supervised), and the ceiling (supervised on the
-# recordings' own clean speech, not label-free), on real voices in noise new to the model,
-# in the noise it knows, and on the small corpus, beside NSNet2 and RNNoise; then DNSMOS
-# against SI-SNRi over a run's validations. ADAPT_MINUTES: each adaptation's budget
+# recordings' own clean speech, not label-free), on real voices in noise new to the model
+# and on the small corpus, beside NSNet2 and RNNoise; then DNSMOS against SI-SNRi over a
+# run's validations. ADAPT_MINUTES: each adaptation's budget; ADAPT_SITUATIONS="new-noise
+# small real" adds the real voices in the noise the model knows (another hour)
 ADAPT_MINUTES ?= 6
+ADAPT_SITUATIONS ?= new-noise small
 NEW_NOISE_DEBS = openttd-opensfx xmoto-data minetest-data
 bench-adapt: $(STAMP)
 	scripts/install-debs.sh $(PY) real speech
@@ -168,7 +170,7 @@ bench-adapt: $(STAMP)
 	scripts/apt-install.sh "make bench-adapt's new noise" \
 		$$(for p in $(NEW_NOISE_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
 	$(PY) benchmarks/bench_adapt.py --minutes $(ADAPT_MINUTES) --real-data $(DATA)/corpus-real \
-		--small-data $(DATA)/corpus-small
+		--small-data $(DATA)/corpus-small --situations $(ADAPT_SITUATIONS)
 
 # slow (about SEPARATE_STEPS / 3000 x 70 minutes on 2 cores): universal sound separation on
 # the 'sounds' corpus (built on first use): MixIT with M=4/8, exact/efficient search, the
