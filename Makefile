@@ -152,7 +152,7 @@ bench-stream: $(STAMP)
 	scripts/install-debs.sh $(PY) real speech
 	$(PY) benchmarks/bench_stream.py --real-data $(DATA)/corpus-real
 
-# slow (about 2 h 15 min on 2 cores): `wildmix adapt` from the shipped model, recordings only
+# slow (about 2 h 20 min on 2 cores): `wildmix adapt` from the shipped model, recordings only
 # (RemixIT, RemixIT with DNSMOS selection, MixIT with VAD noise, with the model's noise
 # estimates, with the pauses it hears, supervised on clean speech of the 'real' corpus's
 # training voices mixed with those pauses, RemixIT beside that) and with noise clips

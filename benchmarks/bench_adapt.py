@@ -31,12 +31,13 @@ clips). Beside them: the noisy input, the shipped model, NSNet2 and RNNoise, and
 that is not label-free (``oracle-own-clean``): supervised fine-tuning on the recordings
 themselves, paired with their true clean speech (the recordings minus their noise), what a
 method that learned from these recordings without mistakes could reach at this budget. One
-table per situation (SI-SNRi, PESQ, ESTOI with 95% CIs, then per voice), the issue's targets
+table per situation (SI-SNRi, PESQ, ESTOI with 95% CIs, then per voice, then DNSMOS of the
+test set's noisy and clean files as a sanity check), the issue's targets
 checked, and the rank correlation between DNSMOS and SI-SNRi over the validations of a run
 that logs both (RemixIT on the new-noise recordings, validated every 250 steps on paired
 files of the 'real' corpus's valid voices in new-noise sounds of the recordings' half:
 voices and noise files in neither the recordings nor the test set). The default situations
-are new-noise and small (about 2 h 15 min on 2 cores at 6 minutes per method); ``real`` adds
+are new-noise and small (about 2 h 20 min on 2 cores at 6 minutes per method); ``real`` adds
 an hour; ``--situations new-noise-valid`` runs the methods on those valid voices instead, for
 choosing settings.
 """
@@ -244,7 +245,26 @@ def situation(cli, name: str, recordings: Path, noise: Path, test: Path, corpus:
     print(f"\n## {name}: {recordings} (recordings), {test} (test)\n")
     print((report / "results.md").read_text())
     bench_quality.per_voice_ci(corpus, report)
+    dnsmos_sanity(test)
     return json.loads((report / "results.json").read_text())["summary"]
+
+
+def dnsmos_sanity(test: Path) -> None:
+    """DNSMOS means of a paired test set's noisy and clean files, beside each other: a
+    non-intrusive score worth anything must rate the clean files higher."""
+    from wildmix import audio, mos
+
+    rows = {}
+    for kind in ("noisy", "clean"):
+        scores = [mos.dnsmos(audio.read(path, 16000), 16000)
+                  for path in sorted((test / kind).glob("*.wav"))]
+        rows[kind] = {m: float(np.mean([s[m] for s in scores])) for m in mos.METRICS}
+    print(f"\nDNSMOS sanity check, {test} ({len(scores)} files, means)\n")
+    print("| files | " + " | ".join(mos.METRICS) + " |\n|---|---|---|---|")
+    for kind, row in rows.items():
+        print(f"| {kind} | " + " | ".join(f"{row[m]:.3f}" for m in mos.METRICS) + " |")
+    ok = all(rows["clean"][m] > rows["noisy"][m] for m in mos.METRICS)
+    print(f"clean above noisy on {'every measure' if ok else 'NOT every measure'}")
 
 
 def check(name: str, summary: dict, only: list[str] | None = None) -> None:
