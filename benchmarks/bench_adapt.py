@@ -250,20 +250,16 @@ def situation(cli, name: str, recordings: Path, noise: Path, test: Path, corpus:
 
 
 def dnsmos_sanity(test: Path) -> None:
-    """DNSMOS means of a paired test set's noisy and clean files, beside each other: a
-    non-intrusive score worth anything must rate the clean files higher."""
-    from wildmix import audio, mos
+    """DNSMOS of a paired test set's noisy and clean files, beside each other (`wildmix
+    evaluate`'s scoring): a non-intrusive score worth anything must rate the clean higher."""
+    from wildmix import evaluate, mos
 
-    rows = {}
-    for kind in ("noisy", "clean"):
-        scores = [mos.dnsmos(audio.read(path, 16000), 16000)
-                  for path in sorted((test / kind).glob("*.wav"))]
-        rows[kind] = {m: float(np.mean([s[m] for s in scores])) for m in mos.METRICS}
-    print(f"\nDNSMOS sanity check, {test} ({len(scores)} files, means)\n")
-    print("| files | " + " | ".join(mos.METRICS) + " |\n|---|---|---|---|")
-    for kind, row in rows.items():
-        print(f"| {kind} | " + " | ".join(f"{row[m]:.3f}" for m in mos.METRICS) + " |")
-    ok = all(rows["clean"][m] > rows["noisy"][m] for m in mos.METRICS)
+    results = evaluate.evaluate(test, {"noisy": evaluate.BASELINES["noisy"],
+                                       "clean": evaluate.folder_method(test / "clean")},
+                                metrics=mos.METRICS, keep_outputs=0, progress=False)
+    print(f"\nDNSMOS sanity check\n\n{results.table()}")
+    mean = {k: {m: v[m]["mean"] for m in mos.METRICS} for k, v in results.summary().items()}
+    ok = all(mean["clean"][m] > mean["noisy"][m] for m in mos.METRICS)
     print(f"clean above noisy on {'every measure' if ok else 'NOT every measure'}")
 
 
