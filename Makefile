@@ -11,7 +11,7 @@ RUN    ?= runs/demo
 # `wildmix adapt --help`), e.g. ADAPT_ARGS="--max-minutes 5"
 ADAPT_ARGS ?=
 
-.PHONY: install debs-tiny debs corpus test lint bench bench-quality bench-curve bench-reliability \
+.PHONY: install debs-tiny debs corpus test test-profiles profiles lint bench bench-quality bench-curve bench-reliability \
 	bench-stream bench-adapt bench-separate demo pretrained pretrained-causal \
 	pretrained-separate clean
 
@@ -114,10 +114,39 @@ pretrained-separate: $(STAMP)
 	$(PY) -m wildmix export $(PRETRAINED_RUN)-separate \
 		--out src/wildmix/weights/separate.safetensors
 
+# the documented install profiles, each in a venv of its own: the core alone, and core + eval
+# (the eval venv sees the core venv's packages through a .pth file, so torch is installed
+# once); scripts/profile_smoke.py runs what a user of each does and checks that what needs
+# a missing extra is refused at once in one line. About 2 minutes the first time.
+CORE_VENV := .venv-core
+EVAL_VENV := .venv-eval
+CORE_STAMP := $(CORE_VENV)/.installed
+EVAL_STAMP := $(EVAL_VENV)/.installed
+PROFILE_WORK ?= runs/profiles
+
+$(CORE_STAMP): pyproject.toml
+	rm -rf $(CORE_VENV) && $(PYTHON) -m venv $(CORE_VENV)
+	$(CORE_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(CORE_VENV)/bin/python -m pip install -q -e .
+	touch $@
+
+$(EVAL_STAMP): $(CORE_STAMP)
+	rm -rf $(EVAL_VENV) && $(PYTHON) -m venv $(EVAL_VENV)
+	$(CORE_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_path('purelib'))" > \
+		"$$($(EVAL_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_path('purelib'))")/core.pth"
+	$(EVAL_VENV)/bin/python -m pip install -q -e '.[eval]'
+	touch $@
+
+profiles: $(EVAL_STAMP)
+
+test-profiles: profiles debs-tiny
+	$(CORE_VENV)/bin/python scripts/profile_smoke.py --profile core --work $(PROFILE_WORK)
+	$(EVAL_VENV)/bin/python scripts/profile_smoke.py --profile eval --work $(PROFILE_WORK)
+
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 
-test: lint debs-tiny
+test: lint debs-tiny test-profiles
 	$(PY) -m pytest
 
 bench: $(STAMP) debs
@@ -142,8 +171,8 @@ bench-quality: $(STAMP) debs
 # the fault campaign (about 2 minutes on 2 cores): salted inputs and a 30-minute file through
 # every command, 20 SIGKILLs of a training run, concurrent runs, a pickle bomb; exits 1
 # unless every count that must be 0 is
-bench-reliability: $(STAMP)
-	$(PY) benchmarks/bench_reliability.py
+bench-reliability: $(STAMP) profiles debs-tiny
+	$(PY) benchmarks/bench_reliability.py --profiles $(CORE_VENV) $(EVAL_VENV)
 
 # streaming (a few minutes on 2 cores): latency and per-frame compute on one thread of the
 # causal model (torch and onnxruntime) and RNNoise, then the real-voice test split streamed
@@ -192,4 +221,4 @@ bench-curve: $(STAMP)
 		--data $(DATA)/corpus-small
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) $(CORE_VENV) $(EVAL_VENV) .pytest_cache .ruff_cache src/*.egg-info

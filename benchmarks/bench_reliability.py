@@ -11,6 +11,9 @@
 3. Two concurrent processes on one run folder (train + train, train + adapt) and on one
    enhance output folder.
 4. A pickle-bomb checkpoint through ``--model``, ``--init``, ``--teacher`` and ``--from``.
+5. With ``--profiles VENV...`` (``make bench-reliability`` passes the core-only and the
+   core + eval venvs): ``scripts/profile_smoke.py`` in each, what a user of that install
+   does, and every command that needs a missing extra, which must be refused at once.
 
 Every command runs as a separate ``python -m wildmix`` process. The table counts what must
 be zero; the script exits 1 when any of them is not.
@@ -19,6 +22,7 @@ be zero; the script exits 1 when any of them is not.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -56,6 +60,7 @@ class Tally:
         self.restarts: list[str] = []
         self.not_refused: list[str] = []
         self.bomb_ran = False
+        self.profiles: dict[str, dict] = {}  # venv -> profile_smoke.py's counts
         self.kills_in_write = 0
         self.kills_after_valid = 0
         self.peak_mb = {}
@@ -224,7 +229,10 @@ def _kill_when(proc, run: Path, mode: str, rng: random.Random, limit: float = 20
             hit = True
             break
         time.sleep(0.0005 if mode == "write" else 0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # it ended on its own first (its whole group gone)
+        pass
     proc.wait()
     return hit
 
@@ -333,6 +341,22 @@ def stage_bomb(tally: Tally, work: Path) -> None:
     tally.bomb_ran = marker.exists()
 
 
+def stage_profiles(tally: Tally, work: Path, venvs: list[str]) -> None:
+    """scripts/profile_smoke.py in each venv, its profile named after the venv's suffix."""
+    smoke = Path(__file__).resolve().parent.parent / "scripts" / "profile_smoke.py"
+    for venv in venvs:
+        profile = Path(venv).name.rsplit("-", 1)[-1]
+        result = subprocess.run([str(Path(venv) / "bin" / "python"), str(smoke), "--profile",
+                                 profile, "--work", str(work / "profiles"), "--json"],
+                                capture_output=True, text=True)
+        tally.commands += 1
+        try:
+            tally.profiles[profile] = json.loads(result.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            tally.crashes.append(f"profile_smoke.py --profile {profile}: exit "
+                                 f"{result.returncode}: {result.stderr.strip()[-300:]}")
+
+
 # --- the table ------------------------------------------------------------------------
 
 
@@ -367,6 +391,12 @@ def report(tally: Tally, seconds: float, kills: int) -> int:
     ]
     rows += [(f"peak memory, enhance of the {k} (MB)", f"{v:.0f}", None)
              for k, v in tally.peak_mb.items()]
+    for profile, counts in tally.profiles.items():
+        rows += [(f"install profile '{profile}': smoke checks run", counts["checks"], None),
+                 (f"install profile '{profile}': smoke checks failed", len(counts["failed"]),
+                  0),
+                 (f"install profile '{profile}': commands needing a missing extra not "
+                  "refused at once in one line", len(counts["not_refused"]), 0)]
     print("\n| check | result |\n|---|---|")
     failed = False
     for name, value, target in rows:
@@ -377,7 +407,9 @@ def report(tally: Tally, seconds: float, kills: int) -> int:
     for title, items in (("tracebacks", tally.tracebacks), ("exit codes", tally.crashes),
                          ("NaN", tally.nan_outputs), ("outputs", tally.bad_outputs),
                          ("files", tally.corrupt), ("resumes", tally.restarts),
-                         ("refusals", tally.not_refused)):
+                         ("refusals", tally.not_refused),
+                         *((f"profile {k}", c["failed"] + c["not_refused"])
+                           for k, c in tally.profiles.items())):
         for item in items:
             print(f"  {title}: {item}")
     return 1 if failed else 0
@@ -388,6 +420,8 @@ def main(argv=None) -> int:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", help="working folder (default: a temporary one, removed)")
+    parser.add_argument("--profiles", nargs="*", default=[], metavar="VENV",
+                        help="venvs of install profiles, named .venv-PROFILE (core, eval)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     tally = Tally()
@@ -399,7 +433,8 @@ def main(argv=None) -> int:
                   ("SIGKILL", lambda: stage_kills(tally, work, args.kills,
                                                   random.Random(args.seed))),
                   ("concurrent", lambda: stage_concurrent(tally, work)),
-                  ("pickle bomb", lambda: stage_bomb(tally, work))]
+                  ("pickle bomb", lambda: stage_bomb(tally, work)),
+                  ("install profiles", lambda: stage_profiles(tally, work, args.profiles))]
         for name, stage in stages:
             print(f"[{time.perf_counter() - start:5.0f} s] {name}", file=sys.stderr, flush=True)
             stage()

@@ -10,7 +10,7 @@ import torch
 
 from wildmix import models, strategies, train
 from wildmix.cli import main
-from wildmix.config import interval_steps, resolve
+from wildmix.config import MissingExtra, interval_steps, resolve
 from wildmix.enhance import Enhancer
 from wildmix.evaluate import score_folder
 
@@ -511,6 +511,31 @@ def test_label_free_selection_by_dnsmos_on_held_back_recordings(tiny_corpus, tmp
     entry = [json.loads(line) for line in (tmp_path / "paired" / "log.jsonl").read_text()
              .splitlines() if "valid_sisnri" in line][-1]
     assert "valid_dnsmos_ovr" in entry
+
+
+def test_without_the_mos_extra_validation_scores_sisnri_and_chooses_by_it(tiny_corpus, tmp_path,
+                                                                          monkeypatch, caplog):
+    """The 'eval'-only install: DNSMOS is neither computed nor asked for; best.pt is the
+    validation with the highest SI-SNRi (issue 31: training stopped at its first validation)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "speechmos" else real(name, *a))
+    caplog.set_level("INFO", logger="wildmix")
+    out = tmp_path / "run"
+    summary = train.train(_config(tiny_corpus, out, max_steps=30, valid_every=10),
+                          progress=False)
+    valid = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()
+             if "valid_sisnri" in line]
+    assert len(valid) == 3 and not any(k.startswith("valid_dnsmos") for e in valid for k in e)
+    best = max(valid, key=lambda e: e["valid_sisnri"])
+    assert summary.best_score == best["valid_sisnri"]
+    assert models.load_checkpoint(out / "best.pt")["step"] == best["step"]
+    said = [r.getMessage() for r in caplog.records if "validation computes" in r.getMessage()]
+    assert len(said) == 1 and "valid_sisnri" in said[0] and "dnsmos" not in said[0]
+    with pytest.raises(MissingExtra, match="'mos'"):  # asked for: refused before any work
+        resolve(_config(tiny_corpus, tmp_path / "never", select="dnsmos"))
 
 
 def test_selection_errors(tiny_corpus, tmp_path):

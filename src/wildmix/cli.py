@@ -197,11 +197,11 @@ def _score(args) -> int:
 def _evaluate(args) -> int:
     from wildmix import evaluate
 
+    metrics = evaluate.ready(args.data, args.metrics.split(",") if args.metrics else None)
     methods = evaluate.methods(args.data, models=args.model, enhanced=args.enhanced,
                                baselines=args.baseline, device=args.device,
                                lone_share=args.lone_share, coherence=args.coherence,
                                atten_lim_db=args.atten_lim_db)
-    metrics = args.metrics.split(",") if args.metrics else None
     results = evaluate.evaluate(args.data, methods, metrics=metrics, limit=args.limit,
                                 keep_outputs=args.examples, progress=not args.no_progress)
     paths = results.save(args.out, examples=args.examples)

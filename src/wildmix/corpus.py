@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from wildmix import audio
+from wildmix.config import EXTRAS, require
 
 SPLITS = ("train", "valid", "test")
 KINDS = ("speech", "sounds")
@@ -787,6 +788,9 @@ def _check_build(size, kind, sample_rate, snr_range, sources) -> None:
         if not Path(sources).is_dir():
             raise CorpusError(f"{sources}: no such folder of corpus sources")
         return
+    spec = _size(size)
+    if "asterisk" in spec.engines or spec.room_fraction:  # G.722 prompts, simulated rooms
+        require("corpus", EXTRAS["corpus"], f"the '{size}' corpus")
     missing = missing_packages(size, kind)
     if missing:
         raise CorpusError(

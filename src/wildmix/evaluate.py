@@ -442,9 +442,8 @@ def evaluate(data: str | os.PathLike, methods: dict[str, Method],
         ValueError: a missing reference or a length mismatch, naming the file.
         MissingExtra: the 'eval' extra is not installed.
     """
-    require("eval", EXTRAS["eval"], "wildmix evaluate")
+    metrics = ready(data, metrics)
     task = task_of(data)
-    metrics = _metrics(task, metrics)
     found = pairs(data, limit)
     keep = set(np.linspace(0, len(found) - 1, min(keep_outputs, len(found))
                            ).round().astype(int).tolist()) if keep_outputs else set()
@@ -465,6 +464,18 @@ def evaluate(data: str | os.PathLike, methods: dict[str, Method],
             bar.update(1)
     bar.close()
     return results
+
+
+def ready(data: str | os.PathLike, metrics: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The metrics :func:`evaluate` will compute on ``data``, checked before any work: the
+    'eval' extra (and 'mos' for DNSMOS) installed, the metrics known and fit for the data.
+
+    Raises:
+        MissingExtra: an extra the evaluation needs is not installed.
+        ValueError: an unknown metric, or one that needs references the data lacks.
+    """
+    require("eval", EXTRAS["eval"], "wildmix evaluate")
+    return _metrics(task_of(data), metrics)
 
 
 def _metrics(task: str, asked: Iterable[str] | None) -> tuple[str, ...]:

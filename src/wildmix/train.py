@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wildmix import audio, corpus, evaluate, models
+from wildmix import audio, corpus, evaluate, models, mos
 from wildmix import data as wdata
 from wildmix.config import Plan, TrainConfig, resolve
 from wildmix.lock import folder_lock
@@ -244,7 +244,18 @@ def datasets(c: TrainConfig, total_examples: int):
     valid = _valid_sets(c, noise_clips)
     if c.select == "dnsmos":
         valid.recordings = held or [n for n, _ in valid.paired] or valid.recordings
+    elif not mos.available():  # DNSMOS is only reported: not worth failing over
+        valid.recordings = []
+    if valid.mixtures is not None or valid.paired or valid.recordings:
+        log.info("validation computes: %s", ", ".join(valid_metrics(valid)))
     return train_set, valid, sum(r.duration for r in recordings)
+
+
+def valid_metrics(valid: ValidSets) -> list[str]:
+    """The names :func:`validate` reports for these sets."""
+    return ((["valid_mixit"] if valid.mixtures is not None else [])
+            + (["valid_sisnr", "valid_sisnr_noisy", "valid_sisnri"] if valid.paired else [])
+            + ([f"valid_{m}" for m in mos.METRICS] if valid.recordings else []))
 
 
 def _train_set(c: TrainConfig, total_examples: int):
@@ -692,8 +703,6 @@ DNSMOS_SECONDS = 10.0  # of each valid recording scored by DNSMOS
 
 
 def _dnsmos(model, clips, device, sample_rate: int) -> dict:
-    from wildmix import mos
-
     scores = []
     for clip in clips:
         frames = min(clip.frames, int(DNSMOS_SECONDS * clip.sample_rate))
