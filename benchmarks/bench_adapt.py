@@ -27,7 +27,7 @@ where the shipped model hears no speech (recordings only), with MixIT and the no
 and supervised fine-tuning on clean speech of the 'real' corpus's training voices mixed with
 the pauses (recordings only) or with the noise clips, and RemixIT with that supervised
 fine-tuning beside it (`wildmix adapt --speech`: each batch trains on both; pauses or noise
-clips). Beside them: the noisy input, the shipped model, NSNet2 and RNNoise, and a ceiling
+clips). Beside them: the noisy input, the shipped model, the five peers, and a ceiling
 that is not label-free (``oracle-own-clean``): supervised fine-tuning on the recordings
 themselves, paired with their true clean speech (the recordings minus their noise), what a
 method that learned from these recordings without mistakes could reach at this budget. One
@@ -232,7 +232,7 @@ def situation(cli, name: str, recordings: Path, noise: Path, test: Path, corpus:
                methods(recordings, noise, speech, minutes).items()}
     planned[ORACLE] = oracle(recordings, clean, minutes)
     for run, args in planned.items():
-        if only and run not in only:
+        if only is not None and run not in only:
             continue
         try:
             cli([*args, "--out", str(runs / run)])
@@ -240,7 +240,8 @@ def situation(cli, name: str, recordings: Path, noise: Path, test: Path, corpus:
         except SystemExit as e:  # a method that cannot run here is a result too
             print(f"{run}: {e} (its line above says why)")
     cli(["evaluate", "--data", str(test), "--out", str(report), "--baseline",
-         "noisy,nsnet2,rnnoise", "--model", "default", *[str(runs / r) for r in done],
+         ",".join(["noisy", *bench_quality.PEERS]), "--model", "default",
+         *[str(runs / r) for r in done],
          "--no-progress"])
     print(f"\n## {name}: {recordings} (recordings), {test} (test)\n")
     print((report / "results.md").read_text())
@@ -269,7 +270,7 @@ def check(name: str, summary: dict, only: list[str] | None = None) -> None:
     start = mean["default"]
     print(f"\ntargets, {name}:")
     for run in (*RECORDINGS_ONLY, *WITH_NOISE_CLIPS):
-        if run not in mean and (not only or run in only):
+        if run not in mean and (only is None or run in only):
             print(f"  MISSED  {run}: did not run (see above)")
     for run in (r for r in RECORDINGS_ONLY if r in mean):
         gain = mean[run]["si_snri"] - start["si_snri"]
@@ -328,7 +329,12 @@ def main(argv=None) -> None:
                         choices=[*methods(*[Path()] * 3, 0), ORACLE],
                         help="only these adaptation methods (default: all)")
     parser.add_argument("--no-correlation", action="store_true")
+    parser.add_argument("--baselines-only", action="store_true",
+                        help="build the situations and evaluate the shipped model and the "
+                             "peers on them, nothing adapted (minutes)")
     args = parser.parse_args(argv)
+    if args.baselines_only:
+        args.methods, args.no_correlation = [], True
 
     from wildmix.cli import main as wildmix
 

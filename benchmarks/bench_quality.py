@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wildmix.peers import NAMES as PEERS  # every pretrained peer, in every table
+
 # MixIT's weak spots for enhancement and their remedies, each a flag set of `wildmix train`
 VARIANTS = {
     "mixit, noise-only mixture at -5..+5 dB": ["--relative-gain-db", "-5", "5"],
@@ -240,12 +242,13 @@ def by_voice(data: Path, report: Path) -> dict[str, dict[str, dict[str, float]]]
 
 
 def real_table(cli, data: Path, report: Path, models: list[str], limit: int | None) -> None:
-    """The real-voice test split of the 'real' corpus: noisy, spectral gating, NSNet2,
-    RNNoise and ``models`` (shipped names or runs), overall and per voice, with 95% CIs."""
+    """The real-voice test split of the 'real' corpus: noisy, spectral gating, the five
+    pretrained peers (``wildmix.peers``) and ``models`` (shipped names or runs), overall and
+    per voice, with 95% CIs."""
     if not (data / "manifest.jsonl").exists():
         cli(["corpus", "build", str(data), "--size", "real"])
     argv = ["evaluate", "--data", str(data / "test"), "--out", str(report), "--baseline",
-            "noisy,spectral-gating,nsnet2,rnnoise", "--model", *models]
+            ",".join(["noisy", "spectral-gating", *PEERS]), "--model", *models]
     cli(argv + (["--limit", str(limit)] if limit else []))
     per_voice_ci(data, report)
     per_voice_ci(data, report, group=language, title="language")

@@ -4,18 +4,19 @@
 
 1. Algorithmic latency and per-frame compute on ONE thread (median, 99th percentile, real-time
    factor = median / frame duration) of the causal model through ``wildmix.stream.Streamer``
-   with the torch and the onnxruntime engine, and of RNNoise's C library (``pyrnnoise``,
-   10 ms frames at 48 kHz) on the same machine, the same 20 s of speech in noise.
+   with the torch and the onnxruntime engine, and of the streaming peers
+   (``wildmix.peers.stream``: RNNoise's and DeepFilterNet3's C libraries on 10 ms frames at
+   48 kHz, GTCRN's and DTLN's ONNX graphs on 16 ms and 8 ms hops at 16 kHz) on the same
+   machine, the same 20 s of speech in noise.
 2. Quality on the real-voice test split of the 'real' corpus (unseen voices and languages):
    every test file streamed hop by hop through the causal model (``wildmix.stream``), beside
-   the offline shipped model, NSNet2, RNNoise and the noisy input: SI-SNRi, PESQ, ESTOI with
+   the offline shipped model, every installed peer and the noisy input: SI-SNRi, PESQ, ESTOI with
    95% CIs, overall and per voice.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import statistics
 import sys
@@ -53,24 +54,16 @@ def _frame_times(process, frames: list[np.ndarray]) -> list[float]:
     return times
 
 
-def _rnnoise_frames(x16: np.ndarray) -> tuple[list[float], float]:
-    """Per-frame times of RNNoise's C library on 10 ms frames at 48 kHz."""
-    import soxr
+PEER_LABELS = {"rnnoise": "RNNoise (C library)", "dfn3": "DeepFilterNet3 (C runtime)",
+               "gtcrn": "GTCRN (ONNX)", "dtln": "DTLN (ONNX)"}
 
-    lib = peers._rnnoise_lib()
-    x = soxr.resample(x16, 16000, peers.RNNOISE_RATE) * 32768.0
-    frame = peers._RNN_FRAME
-    frames = [np.ascontiguousarray(x[s:s + frame], np.float32)
-              for s in range(0, len(x) - frame + 1, frame)]
-    state = lib.rnnoise_create(None)
-    out = np.zeros(frame, np.float32)
-    ptr = ctypes.POINTER(ctypes.c_float)
-    try:
-        times = _frame_times(lambda f: lib.rnnoise_process_frame(
-            state, out.ctypes.data_as(ptr), f.ctypes.data_as(ptr)), frames)
-    finally:
-        lib.rnnoise_destroy(state)
-    return times, frame / peers.RNNOISE_RATE
+
+def _peer_frames(name: str, x16: np.ndarray) -> tuple[list[float], float]:
+    """Per-hop times of a streaming peer (``wildmix.peers.stream``) at its own rate."""
+    s = peers.stream(name)
+    x = audio.resample(x16, 16000, s.rate)
+    frames = [x[i:i + s.hop] for i in range(0, len(x) - s.hop + 1, s.hop)]
+    return _frame_times(s.push, frames), s.hop / s.rate
 
 
 def speed(model: str, seconds: float) -> list[tuple[str, bool]]:
@@ -83,10 +76,11 @@ def speed(model: str, seconds: float) -> list[tuple[str, bool]]:
         frames = [x[s:s + hop] for s in range(0, len(x) - hop + 1, hop)]
         rows.append((f"wildmix {model} ({engine})", streamer.latency_ms,
                      _frame_times(streamer.process, frames), hop / streamer.sample_rate))
-    if peers.available()["rnnoise"]:
-        times, frame_s = _rnnoise_frames(x)
-        latency = 1000.0 * peers.DELAYS["rnnoise"] / peers.RNNOISE_RATE
-        rows.append(("RNNoise (C library)", latency, times, frame_s))
+    ready = peers.available()
+    for name in (n for n in peers.STREAMING if ready[n]):
+        times, frame_s = _peer_frames(name, x)
+        latency = 1000.0 * peers.DELAYS[name] / peers.RATES[name]
+        rows.append((PEER_LABELS[name], latency, times, frame_s))
     print(f"\nstreaming on 1 thread, {seconds:.0f} s of speech in noise, frame by frame\n")
     print("| system | algorithmic latency ms | frame ms | per-frame median ms | "
           "99th percentile ms | RTF (median) | 99th percentile under the frame |")
@@ -119,7 +113,8 @@ def quality(model: str, data: Path, report: Path, limit: int | None
         print(f"\nstreamed {len(files)} test files hop by hop in "
               f"{time.perf_counter() - start:.0f} s (onnxruntime, 1 thread)")
         argv = ["evaluate", "--data", str(data / "test"), "--out", str(report), "--baseline",
-                "noisy,nsnet2,rnnoise", "--model", "default", "--enhanced", str(streamed),
+                ",".join(["noisy", *(n for n, ok in peers.available().items() if ok)]),
+                "--model", "default", "--enhanced", str(streamed),
                 "--no-progress"]
         if cli_main(argv + (["--limit", str(limit)] if limit else [])):
             raise SystemExit("evaluate failed")
