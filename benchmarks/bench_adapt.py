@@ -19,7 +19,9 @@ Situations built like a user's:
   train/noise as the noise clips, the test split as the test set.
 
 Methods, each starting from the shipped model with the same time budget (``--minutes``):
-`wildmix adapt` with RemixIT (recordings only, the default), with RemixIT choosing best.pt
+`wildmix adapt` with RemixIT on the peers' ensemble's estimates (recordings only, the
+default: ``--teacher auto``), with RemixIT taught by the shipped model itself (``--teacher
+default``, as every other RemixIT row; recordings only), with RemixIT choosing best.pt
 by DNSMOS on held-back recordings (recordings only, label-free), with MixIT and VAD-found
 noise (recordings only), with MixIT whose noise-only mixtures are the shipped model's noise
 estimates of the recordings (recordings only), with MixIT on the pauses of the recordings
@@ -62,9 +64,10 @@ NEW_NOISE = {  # Debian package -> its sounds: noise that no wildmix corpus or m
     "xmoto-data": "/usr/share/games/xmoto/Textures/Musics/*.ogg",  # music
     "minetest-data": "/usr/share/games/minetest/games/minetest_game/mods/*/sounds/*.ogg",
 }
-RECORDINGS_ONLY = ("adapt-remixit", "adapt-remixit-dnsmos", "adapt-mixit-vad",
-                   "adapt-mixit-teacher", "adapt-mixit-pauses", "adapt-supervised-pauses",
-                   "adapt-remixit-speech-pauses")  # methods without noise clips
+# methods without noise clips
+RECORDINGS_ONLY = ("adapt-remixit-peers", "adapt-remixit", "adapt-remixit-dnsmos",
+                   "adapt-mixit-vad", "adapt-mixit-teacher", "adapt-mixit-pauses",
+                   "adapt-supervised-pauses", "adapt-remixit-speech-pauses")
 WITH_NOISE_CLIPS = ("adapt-mixit-noise", "adapt-supervised-noise", "adapt-remixit-speech-noise")
 ORACLE = "oracle-own-clean"  # supervised on the recordings' own clean speech: a ceiling
 ORACLE_LR = 2e-4  # the best of 5e-5, 2e-4, 1e-3 on new-noise-valid (see the README)
@@ -182,17 +185,19 @@ def methods(folder: Path, noise: Path, speech: Path, minutes: float) -> dict[str
     """Run name -> `wildmix adapt` arguments; ``speech``: clean speech of other voices."""
     common = ["--data", str(folder), "--max-minutes", str(minutes), "--no-progress"]
     supervised = [*common, "--strategy", "supervised", "--speech", str(speech)]
+    own = [*common, "--teacher", "default"]  # RemixIT taught by the shipped model itself
     return {
-        "adapt-remixit": common,
-        "adapt-remixit-dnsmos": [*common, "--select", "dnsmos"],
+        "adapt-remixit-peers": common,  # the default: the peers' ensemble as the teacher
+        "adapt-remixit": own,
+        "adapt-remixit-dnsmos": [*own, "--select", "dnsmos"],
         "adapt-mixit-vad": [*common, "--strategy", "mixit", "--noise", "auto"],
         "adapt-mixit-teacher": [*common, "--strategy", "mixit", "--noise", "teacher"],
         "adapt-mixit-pauses": [*common, "--strategy", "mixit", "--noise", "pauses"],
         "adapt-mixit-noise": [*common, "--strategy", "mixit", "--noise", str(noise)],
         "adapt-supervised-pauses": supervised,
         "adapt-supervised-noise": [*supervised, "--noise", str(noise)],
-        "adapt-remixit-speech-pauses": [*common, "--speech", str(speech)],
-        "adapt-remixit-speech-noise": [*common, "--speech", str(speech), "--noise", str(noise)],
+        "adapt-remixit-speech-pauses": [*own, "--speech", str(speech)],
+        "adapt-remixit-speech-noise": [*own, "--speech", str(speech), "--noise", str(noise)],
     }
 
 
@@ -296,9 +301,11 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 def correlation(cli, recordings: Path, valid: Path, run: Path, minutes: float) -> None:
     """Spearman correlation of DNSMOS OVR and SI-SNRi over the validations of `wildmix
-    adapt` (RemixIT, the default) on ``recordings``, validated on the paired ``valid``."""
-    cli(["adapt", "--data", str(recordings), "--out", str(run), "--valid", str(valid),
-         "--select", "dnsmos", "--max-minutes", str(minutes), "--no-progress"])
+    adapt` (RemixIT taught by the shipped model) on ``recordings``, validated on the paired
+    ``valid``."""
+    cli(["adapt", "--data", str(recordings), "--out", str(run), "--teacher", "default",
+         "--valid", str(valid), "--select", "dnsmos", "--max-minutes", str(minutes),
+         "--no-progress"])
     entries = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     rows = [(e["step"], e["valid_dnsmos_ovr"], e["valid_sisnri"]) for e in entries
             if "valid_dnsmos_ovr" in e and "valid_sisnri" in e]

@@ -119,16 +119,20 @@ def _separate(args) -> int:
 
 
 def _adapt(args) -> int:
-    from wildmix.config import adapt_config
-    from wildmix.train import train
+    from wildmix import teachers
 
-    config = adapt_config(args.data, args.out, start=args.start, strategy=args.strategy,
-                          noise=args.noise, valid=args.valid, select=args.select,
-                          max_steps=args.max_steps,
+    done = teachers.adapt(args.data, args.out, teacher=args.teacher, start=args.start,
+                          strategy=args.strategy, noise=args.noise, valid=args.valid,
+                          select=args.select, max_steps=args.max_steps,
                           max_minutes=args.max_minutes, lr=args.lr, seed=args.seed,
                           device=args.device, ema=args.ema, overlap=args.overlap,
-                          speech=args.speech)
-    summary = train(config, progress=not args.no_progress)
+                          speech=args.speech, progress=not args.no_progress)
+    summary, estimates = done.summary, done.estimates
+    if estimates:
+        print(f"{done.teacher}; its estimates: {estimates.computed} recordings computed, "
+              f"{estimates.reused} reused, {estimates.seconds:.0f} s = "
+              f"{100 * estimates.seconds / max(done.seconds, 1e-9):.0f}% of this run's "
+              f"{done.seconds:.0f} s")
     print(f"{summary.out}: adapted {args.start} with {args.strategy} for {summary.step} steps"
           + (f" (stopped by {summary.stopped}; rerun to resume)" if summary.stopped else "")
           + f"; enhance with: wildmix enhance {summary.out} INPUT... --out DIR")
@@ -374,6 +378,13 @@ def _add_adapt(commands) -> None:
     ad.add_argument("--out", required=True, help="run folder for the adapted model")
     ad.add_argument("--from", dest="start", default=d["start"],
                     help="model to adapt: 'default' (shipped), a run folder or a checkpoint")
+    ad.add_argument("--teacher", default="auto",
+                    help="remixit: where the targets come from: peers (nsnet2, rnnoise, dfn3, "
+                         "gtcrn, dtln), wildmix models ('default', 'causal', a run folder or "
+                         "checkpoint), or several, comma-separated, whose estimates are "
+                         "averaged; run once over the recordings and cached in OUT/teacher "
+                         "(default: auto, the ensemble of nsnet2, gtcrn, dtln and dfn3 where "
+                         "wildmix[peers] is installed, else the --from model itself)")
     ad.add_argument("--strategy", choices=ADAPT_STRATEGIES, default=d["strategy"],
                     help="remixit (recordings only), mixit fine-tuning, or supervised "
                          "fine-tuning on --speech mixed with --noise (default: %(default)s)")

@@ -137,6 +137,10 @@ class TrainConfig:
     teacher_update: str = "ema"  # ema | replace | frozen
     teacher_momentum: float = 0.9  # ema: teacher <- m * teacher + (1 - m) * student
     teacher_every: str = "epoch"  # "step", "epoch", "N steps" or "N epochs"
+    # RemixIT with cached targets: a folder of a teacher's speech estimates of --data (NAME.wav
+    # for each recording NAME, wildmix.teachers); the --teacher model then only starts the
+    # student, and stays frozen
+    teacher_targets: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -208,6 +212,9 @@ def _check_choices(c: TrainConfig) -> None:
     if not 0.0 <= c.teacher_momentum < 1.0:
         raise ValueError(f"teacher_momentum must be in [0, 1), got {c.teacher_momentum}")
     interval_steps(c.teacher_every, 1)  # fail early on a typo
+    if c.teacher_targets and c.teacher_update != "frozen":
+        raise ValueError("RemixIT on cached teacher estimates (teacher_targets) keeps its "
+                         "teacher frozen: teacher_update='frozen'")
 
 
 def _adopt(c: TrainConfig, ckpt: dict, role: str) -> None:
@@ -340,13 +347,16 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
                  max_steps: int = 3000,
                  max_minutes: float | None = 20.0, lr: float | None = None, seed: int = 0,
                  device: str | None = None, ema: float = TrainConfig.ema,
-                 overlap: float | None = None, speech: str | None = None) -> TrainConfig:
+                 overlap: float | None = None, speech: str | None = None,
+                 teacher_targets: str | None = None) -> TrainConfig:
     """The training settings of ``wildmix adapt``: RemixIT from ``start`` (recordings only),
     MixIT fine-tuning from it with ``noise`` clips (default: "auto", found by a VAD) and
     the ``overlap`` penalty (None: :class:`TrainConfig`'s default), or supervised
     fine-tuning on clean ``speech`` of other voices mixed with ``noise`` (default: "pauses",
     found in the recordings), the speech augmented. RemixIT with ``speech`` also trains on
     that supervised task, each batch on both. ``lr`` None: ``ADAPT_LR`` of the strategy.
+    RemixIT with ``teacher_targets`` (a folder of another teacher's estimates of ``data``,
+    :func:`wildmix.teachers.estimate_folder`) trains on those instead of ``start``'s.
 
     Raises:
         ValueError: an unknown strategy.
@@ -361,7 +371,10 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
             log.warning("--noise is for --strategy mixit or supervised, or RemixIT with "
                         "--speech; RemixIT alone takes the noise from the teacher's "
                         "estimates and ignores it")
+        cached = dict(teacher_targets=teacher_targets, teacher_update="frozen") \
+            if teacher_targets else {}
         return TrainConfig(strategy="remixit", teacher=start, **(with_speech if speech else {}),
+                           **cached,
                            **{**common, "lr": ADAPT_LR["remixit"] if lr is None else lr})
     if strategy == "mixit":
         return TrainConfig(strategy="mixit", init=start, noise=noise or "auto", **common)

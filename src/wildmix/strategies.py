@@ -149,12 +149,18 @@ class RemixIT(Strategy):
     ``batch (B, 3, T)`` = ``[recording, noisy, clean]`` adds the supervised loss of
     :class:`Supervised` on the pairs (clean speech of other voices in the recordings' noise):
     true targets beside the teacher's.
+
+    ``cached=True``: another teacher's speech estimates were computed beforehand (a peer or
+    an ensemble, :mod:`wildmix.teachers`) and come with the batch, ``[recording, estimate]``
+    (then the pair, if any): the noise is the recording minus the estimate, and ``teacher``
+    only started the student (keep it frozen).
     """
 
     def __init__(self, teacher: torch.nn.Module, update: str = "ema", momentum: float = 0.9,
                  every: str = "epoch", seed: int = 0, loss: str = "snr",
-                 snr_max: float = 30.0):
+                 snr_max: float = 30.0, cached: bool = False):
         self.teacher = teacher.requires_grad_(False)
+        self.cached = cached
         self.update, self.momentum, self.every, self.seed = update, momentum, every, seed
         self.loss_name, self.snr_max = loss, snr_max
         self.interval = 1
@@ -176,10 +182,15 @@ class RemixIT(Strategy):
         return speech, noise[derangement(len(noisy), self.seed, step, noisy.device)]
 
     def loss(self, net, batch, step):
-        speech, noise = self.targets(batch[:, 0], step)
+        if self.cached:
+            speech, pair = batch[:, 1], batch[:, 2:]
+            noise = (batch[:, 0] - speech)[derangement(len(batch), self.seed, step,
+                                                       batch.device)]
+        else:
+            (speech, noise), pair = self.targets(batch[:, 0], step), batch[:, 1:]
         inputs, parts = speech + noise, 1
-        if batch.shape[1] == 3:  # and a noisy/clean pair: one forward pass of both
-            noisy, clean = batch[:, 1], batch[:, 2]
+        if pair.shape[1] == 2:  # and a noisy/clean pair: one forward pass of both
+            noisy, clean = pair[:, 0], pair[:, 1]
             inputs, parts = torch.cat([inputs, noisy]), 2
             speech, noise = torch.cat([speech, clean]), torch.cat([noise, noisy - clean])
         estimates = net(inputs).float()  # (parts * B, M, T)

@@ -140,7 +140,8 @@ def make_strategy(plan: Plan, device: torch.device) -> Strategy:
         teacher = models.from_checkpoint(plan.teacher).to(device)
         return STRATEGIES["remixit"](teacher, update=c.teacher_update,
                                      momentum=c.teacher_momentum, every=c.teacher_every,
-                                     seed=c.seed, loss=c.loss, snr_max=c.snr_max)
+                                     seed=c.seed, loss=c.loss, snr_max=c.snr_max,
+                                     cached=bool(c.teacher_targets))
     if c.strategy == "supervised":
         return STRATEGIES["supervised" if c.task == "enhance" else "pit"](
             loss=c.loss, snr_max=c.snr_max)
@@ -282,7 +283,13 @@ def _train_set(c: TrainConfig, total_examples: int):
         log.info("%d recordings held back from training to choose best.pt by DNSMOS",
                  len(held))
     recordings = None  # RemixIT's input: the teacher supplies the targets
-    if c.strategy == "remixit":
+    if c.strategy == "remixit" and c.teacher_targets:  # [recording, its cached estimate]
+        kept = {os.path.relpath(clip.path, c.data) for clip in clips}
+        pairs = [(r, e) for r, e in wdata.paired_clips(c.data, c.teacher_targets)
+                 if os.path.relpath(r.path, c.data) in kept]
+        recordings = wdata.PairedDataset(pairs, c.sample_rate, c.segment_seconds,
+                                         total_examples, seed=c.seed)
+    elif c.strategy == "remixit":
         recordings = wdata.RecordingDataset(clips, c.sample_rate, c.segment_seconds,
                                             total_examples, seed=c.seed)
     if recordings is not None and not c.speech:
