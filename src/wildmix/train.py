@@ -236,6 +236,8 @@ class ValidSets:
     mixtures: object = None  # a MixtureDataset
     paired: list = field(default_factory=list)  # (noisy clip, clean clip)
     recordings: list = field(default_factory=list)  # clips scored by DNSMOS (--select dnsmos)
+    # (held-back recording, the teacher's cached estimate of it): --select agreement
+    agreement: list = field(default_factory=list)
 
 
 def datasets(c: TrainConfig, total_examples: int):
@@ -245,9 +247,13 @@ def datasets(c: TrainConfig, total_examples: int):
     valid = _valid_sets(c, noise_clips)
     if c.select == "dnsmos":
         valid.recordings = held or [n for n, _ in valid.paired] or valid.recordings
-    elif not mos.available():  # DNSMOS is only reported: not worth failing over
+    elif c.select == "agreement":
+        kept = {clip.path for clip in held}
+        valid.agreement = [(r, e) for r, e in wdata.paired_clips(c.data, c.teacher_targets)
+                           if r.path in kept]
+    if c.select != "dnsmos" and not mos.available():  # only reported: not worth failing over
         valid.recordings = []
-    if valid.mixtures is not None or valid.paired or valid.recordings:
+    if valid.mixtures is not None or valid.paired or valid.recordings or valid.agreement:
         log.info("validation computes: %s", ", ".join(valid_metrics(valid)))
     return train_set, valid, sum(r.duration for r in recordings)
 
@@ -255,6 +261,7 @@ def datasets(c: TrainConfig, total_examples: int):
 def valid_metrics(valid: ValidSets) -> list[str]:
     """The names :func:`validate` reports for these sets."""
     return ((["valid_mixit"] if valid.mixtures is not None else [])
+            + (["valid_agreement"] if valid.agreement else [])
             + (["valid_sisnr", "valid_sisnr_noisy", "valid_sisnri"] if valid.paired else [])
             + ([f"valid_{m}" for m in mos.METRICS] if valid.recordings else []))
 
@@ -277,11 +284,13 @@ def _train_set(c: TrainConfig, total_examples: int):
                 [n for n, _ in pairs], None, [])
     index = wdata.index_folder(c.data)
     log.info("recordings %s: %s", c.data, index.summary())
-    clips, held = hold_back(index.clips, c.valid_files) if c.select == "dnsmos" and \
-        not c.valid else (index.clips, [])
+    # held back to choose best.pt label-free: by DNSMOS without a --valid folder, always by
+    # agreement with the teacher (a valid folder has no cached estimates)
+    clips, held = hold_back(index.clips, c.valid_files) if (
+        c.select == "dnsmos" and not c.valid) or c.select == "agreement" else (index.clips, [])
     if held:
-        log.info("%d recordings held back from training to choose best.pt by DNSMOS",
-                 len(held))
+        log.info("%d recordings held back from training to choose best.pt by %s",
+                 len(held), "DNSMOS" if c.select == "dnsmos" else "agreement with the teacher")
     recordings = None  # RemixIT's input: the teacher supplies the targets
     if c.strategy == "remixit" and c.teacher_targets:  # [recording, its cached estimate]
         kept = {os.path.relpath(clip.path, c.data) for clip in clips}
@@ -680,7 +689,8 @@ def validate(model, valid: ValidSets, device, batch_size: int, strategy: Strateg
     """MixIT loss on fixed held-out mixtures (``valid_mixit``); SI-SNR of output 0 on paired
     files and its improvement over the noisy input (``valid_sisnr(i)``), with
     :func:`wildmix.evaluate.si_snr`; DNSMOS P.835 of output 0 on the valid recordings
-    (``valid_dnsmos_sig/bak/ovr``, label-free)."""
+    (``valid_dnsmos_sig/bak/ovr``, label-free); the SI-SNR of output 0 against a teacher's
+    cached estimates of held-back recordings (``valid_agreement``, label-free)."""
     model.eval()
     out = {}
     if valid.mixtures is not None and isinstance(strategy, MixIT):
@@ -702,20 +712,27 @@ def validate(model, valid: ValidSets, device, batch_size: int, strategy: Strateg
         out["valid_sisnri"] = out["valid_sisnr"] - out["valid_sisnr_noisy"]
     if valid.recordings:
         out.update(_dnsmos(model, valid.recordings, device, sample_rate))
+    if valid.agreement:
+        out["valid_agreement"] = float(np.mean([
+            evaluate.si_snr(_speech(model, _read(r, sample_rate), device), _read(e, sample_rate))
+            for r, e in valid.agreement]))
     model.train()
     return out
 
 
-DNSMOS_SECONDS = 10.0  # of each valid recording scored by DNSMOS
+DNSMOS_SECONDS = 10.0  # of each valid recording scored by DNSMOS or by agreement
 
 
 def _dnsmos(model, clips, device, sample_rate: int) -> dict:
-    scores = []
-    for clip in clips:
-        frames = min(clip.frames, int(DNSMOS_SECONDS * clip.sample_rate))
-        x = wdata.audio.read(clip.path, sample_rate, clip.start, frames, check=False)
-        scores.append(mos.dnsmos(_speech(model, x, device), sample_rate))
+    scores = [mos.dnsmos(_speech(model, _read(clip, sample_rate), device), sample_rate)
+              for clip in clips]
     return {f"valid_{m}": float(np.mean([s[m] for s in scores])) for m in mos.METRICS}
+
+
+def _read(clip, sample_rate: int) -> np.ndarray:
+    """The first :data:`DNSMOS_SECONDS` of a valid recording (or of its teacher estimate)."""
+    frames = min(clip.frames, int(DNSMOS_SECONDS * clip.sample_rate))
+    return wdata.audio.read(clip.path, sample_rate, clip.start, frames, check=False)
 
 
 def _speech(model, x: np.ndarray, device) -> np.ndarray:
@@ -724,7 +741,8 @@ def _speech(model, x: np.ndarray, device) -> np.ndarray:
 
 def score_of(metrics: dict, select: str) -> float | None:
     """Higher is better, by the run's criterion (:data:`wildmix.config.SELECTIONS`)."""
-    key = {"sisnri": "valid_sisnri", "dnsmos": "valid_dnsmos_ovr", "mixit": "valid_mixit"}
+    key = {"sisnri": "valid_sisnri", "dnsmos": "valid_dnsmos_ovr", "mixit": "valid_mixit",
+           "agreement": "valid_agreement"}
     if key.get(select) not in metrics:
         return None
     return -metrics["valid_mixit"] if select == "mixit" else metrics[key[select]]
