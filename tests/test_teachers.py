@@ -169,3 +169,22 @@ def test_agreement_with_the_teacher_chooses_best_pt_on_held_back_recordings(tiny
     assert abs(rows[-1]["valid_agreement"] - expected) < 0.05  # whole files vs blocks
     with pytest.raises(ValueError, match="agreement"):
         resolve(_config(tiny_corpus, tmp_path / "r2", select="agreement"))
+
+
+def test_a_causal_student_streams_and_exports_like_the_shipped_models(tiny_corpus, tmp_path,
+                                                                        capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    run = tmp_path / "adapted"
+    assert main(["adapt", "--data", str(tiny_corpus / "train" / "noisy"), "--out", str(run),
+                 "--from", "causal", "--teacher", "v1", "--max-steps", "2",
+                 "--no-progress"]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "step.onnx")]) == 0
+    noisy = sorted((tiny_corpus / "test" / "noisy").glob("*.wav"))[0]
+    for engine in ("torch", "onnx"):
+        out = tmp_path / f"{engine}.wav"
+        assert main(["stream", str(noisy), str(out), "--model", str(run), "--engine",
+                     engine]) == 0
+        assert audio.info(out).frames == audio.info(noisy).frames
+    np.testing.assert_allclose(audio.read(tmp_path / "onnx.wav", check=False),
+                               audio.read(tmp_path / "torch.wav", check=False), atol=1e-3)
