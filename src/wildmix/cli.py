@@ -214,6 +214,18 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from wildmix.config import EXTRAS, require
+
+    require("serve", EXTRAS["serve"], "wildmix serve")
+    if args.max_upload_mb <= 0:
+        raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    from wildmix import serve
+
+    serve.serve(args.host, args.port, args.runs, args.max_upload_mb)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every command's flags; choices and defaults come from the library (config, corpus,
     data), so that there is one place per setting (tests/test_cli.py holds them equal)."""
@@ -223,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (_add_corpus, _add_data, _add_train, _add_adapt, _add_export, _add_enhance,
-                _add_separate, _add_stream, _add_score, _add_evaluate):
+                _add_separate, _add_stream, _add_score, _add_evaluate, _add_serve):
         add(commands)
     return parser
 
@@ -562,6 +574,21 @@ def _add_evaluate(commands) -> None:
     ev.add_argument("--device")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_evaluate)
+
+
+def _add_serve(commands) -> None:
+    sv = commands.add_parser(
+        "serve", help="a local web page: enhance files or the microphone by ear, compare "
+                      "models, adapt to your recordings (needs wildmix[serve])")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default: %(default)s, this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
+    sv.add_argument("--runs", default="runs",
+                    help="folder of run folders: each adapted model in it is offered, and "
+                         "adaptations started from the page go there (default: %(default)s)")
+    sv.add_argument("--max-upload-mb", type=float, default=100.0,
+                    help="larger uploads are refused with 413 (default: %(default)s)")
+    sv.set_defaults(func=_serve)
 
 
 def _add_atten_lim(parser) -> None:

@@ -397,7 +397,8 @@ def adapt_config(data: str, out: str, start: str = "default", strategy: str = "r
 # the modules of each extra that wildmix checks for (the peers': wildmix.peers.REQUIRES)
 EXTRAS = {"eval": ("scipy", "pesq", "pystoi", "noisereduce", "matplotlib"),
           "onnx": ("onnx", "onnxruntime"), "live": ("sounddevice",),
-          "mos": ("onnxruntime", "speechmos"), "corpus": ("G722", "pyroomacoustics")}
+          "mos": ("onnxruntime", "speechmos"), "corpus": ("G722", "pyroomacoustics"),
+          "serve": ("starlette", "uvicorn", "multipart")}
 
 
 class MissingExtra(ImportError):
