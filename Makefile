@@ -11,7 +11,7 @@ RUN    ?= runs/demo
 # `wildmix adapt --help`), e.g. ADAPT_ARGS="--max-minutes 5"
 ADAPT_ARGS ?=
 
-.PHONY: install debs-tiny debs corpus test test-profiles profiles lint bench bench-quality bench-curve bench-reliability \
+.PHONY: install debs-tiny debs corpus test test-profiles test-browser profiles lint bench bench-quality bench-curve bench-reliability \
 	bench-stream bench-adapt bench-separate demo pretrained pretrained-causal \
 	pretrained-separate clean
 
@@ -149,6 +149,15 @@ lint: $(STAMP)
 
 test: lint debs-tiny test-profiles
 	$(PY) -m pytest
+
+# the page of `wildmix serve` in headless Chromium (Debian's chromium and chromium-driver,
+# selenium): upload, enhance, player and spectrograms; writes the README's screenshot
+test-browser: $(STAMP) debs-tiny
+	scripts/apt-install.sh "the browser test" $$(command -v chromium >/dev/null || \
+		echo chromium) $$(command -v chromedriver >/dev/null || echo chromium-driver)
+	$(PY) -m pip install -q 'selenium>=4.20'
+	WILDMIX_REQUIRE_BROWSER=1 WILDMIX_SCREENSHOT=docs/serve_screenshot.png \
+		$(PY) -m pytest tests/test_browser.py -rs
 
 bench: $(STAMP) debs
 	$(PY) benchmarks/bench_mixit.py

@@ -299,27 +299,49 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(*ranks)[0, 1])
 
 
-def correlation(cli, recordings: Path, valid: Path, run: Path, minutes: float) -> None:
-    """Spearman correlation of DNSMOS OVR and SI-SNRi over the validations of `wildmix
-    adapt` (RemixIT taught by the shipped model) on ``recordings``, validated on the paired
-    ``valid``."""
-    cli(["adapt", "--data", str(recordings), "--out", str(run), "--teacher", "default",
-         "--valid", str(valid), "--select", "dnsmos", "--max-minutes", str(minutes),
-         "--no-progress"])
+CRITERIA = {"dnsmos": ("valid_dnsmos_ovr", "DNSMOS OVR", ["--teacher", "default"]),
+            "agreement": ("valid_agreement", "agreement dB", [])}  # key, label, adapt flags
+
+
+def correlation(cli, recordings: Path, valid: Path, run: Path, minutes: float,
+                criterion: str = "dnsmos") -> float | None:
+    """Spearman correlation of a label-free criterion and SI-SNRi over the validations of
+    `wildmix adapt` on ``recordings``, validated on the paired ``valid``: DNSMOS OVR with
+    RemixIT taught by the shipped model, or the agreement with the teacher with the default
+    teacher (the peers' ensemble)."""
+    key, label, flags = CRITERIA[criterion]
+    cli(["adapt", "--data", str(recordings), "--out", str(run), *flags, "--valid", str(valid),
+         "--select", criterion, "--max-minutes", str(minutes), "--no-progress"])
     entries = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    rows = [(e["step"], e["valid_dnsmos_ovr"], e["valid_sisnri"]) for e in entries
-            if "valid_dnsmos_ovr" in e and "valid_sisnri" in e]
+    rows = [(e["step"], e[key], e["valid_sisnri"]) for e in entries
+            if key in e and "valid_sisnri" in e]
     print(f"\nlabel-free selection, {run}: {len(rows)} validations on {valid}")
-    print("| step | DNSMOS OVR | SI-SNRi dB |\n|---|---|---|")
-    for step, ovr, sisnri in rows:
-        print(f"| {step} | {ovr:.3f} | {sisnri:+.2f} |")
-    if len(rows) >= 3:
-        rho = spearman([r[1] for r in rows], [r[2] for r in rows])
-        best_by_dnsmos = max(rows, key=lambda r: r[1])
-        best = max(rows, key=lambda r: r[2])
-        print(f"\nSpearman rank correlation (DNSMOS OVR, SI-SNRi): {rho:+.2f}; DNSMOS picks "
-              f"step {best_by_dnsmos[0]} ({best_by_dnsmos[2]:+.2f} dB), the best by SI-SNRi "
-              f"is step {best[0]} ({best[2]:+.2f} dB)")
+    print(f"| step | {label} | SI-SNRi dB |\n|---|---|---|")
+    for step, score, sisnri in rows:
+        print(f"| {step} | {score:.3f} | {sisnri:+.2f} |")
+    if len(rows) < 3:
+        return None
+    rho = spearman([r[1] for r in rows], [r[2] for r in rows])
+    picked, best = max(rows, key=lambda r: r[1]), max(rows, key=lambda r: r[2])
+    print(f"\nSpearman rank correlation ({label}, SI-SNRi): {rho:+.2f}; it picks step "
+          f"{picked[0]} ({picked[2]:+.2f} dB), the best by SI-SNRi is step {best[0]} "
+          f"({best[2]:+.2f} dB)")
+    return rho
+
+
+def agreement_correlations(cli, real: Path, small: Path, out: Path, minutes: float) -> None:
+    """The agreement criterion against SI-SNRi in three situations, each validated on
+    voices (and noise files) of neither its recordings nor the test sets."""
+    new = build_new(real, out / "new-noise-situation") / "recordings"
+    situations = {
+        "new-noise": (new, build_new(real, out / "new-noise-valid-situation", "valid") / "test"),
+        "real": (build_real(real, out / "real-situation") / "recordings", real / "valid"),
+        "small": (small / "train" / "noisy", small / "valid")}
+    rhos = {name: correlation(cli, rec, valid, out / f"agreement-{name}", minutes, "agreement")
+            for name, (rec, valid) in situations.items()}
+    print("\n| situation | Spearman (agreement, SI-SNRi) |\n|---|---|")
+    for name, rho in rhos.items():
+        print(f"| {name} | {'too few validations' if rho is None else f'{rho:+.2f}'} |")
 
 
 def main(argv=None) -> None:
@@ -336,6 +358,9 @@ def main(argv=None) -> None:
                         choices=[*methods(*[Path()] * 3, 0), ORACLE],
                         help="only these adaptation methods (default: all)")
     parser.add_argument("--no-correlation", action="store_true")
+    parser.add_argument("--agreement", action="store_true",
+                        help="only the agreement criterion's rank correlation with SI-SNRi "
+                             "in three situations (new noise, real, small)")
     parser.add_argument("--baselines-only", action="store_true",
                         help="build the situations and evaluate the shipped model and the "
                              "peers on them, nothing adapted (minutes)")
@@ -354,6 +379,9 @@ def main(argv=None) -> None:
     for corpus, size in ((real, "real"), (small, "small")):
         if not (corpus / "manifest.jsonl").exists():
             cli(["corpus", "build", str(corpus), "--size", size])
+    if args.agreement:
+        agreement_correlations(cli, real, small, out, args.minutes)
+        return
     speech = real / "train" / "clean"  # the supervised methods' clean speech: the 'real'
     # corpus's training voices, none of them in any situation's recordings or test set
 

@@ -7,9 +7,10 @@ API as any client::
     GET  /                    the page
     GET  /api/models          [{"name", "kind": "shipped" | "run" | "peer", "label"}]
     POST /api/enhance         multipart: audio (a file), model (optional, a name of
-                              /api/models); answers the enhanced WAV (float), with the input's
-                              length, rate and channels; header X-Wildmix-DNSMOS (JSON) where
-                              the 'mos' extra is installed
+                              /api/models), dnsmos (optional, 1: score input and output);
+                              answers the enhanced WAV (float), with the input's length, rate
+                              and channels; with dnsmos=1 and the 'mos' extra, the header
+                              X-Wildmix-DNSMOS (JSON)
     POST /api/adapt           multipart: audio (one or more files, or a .zip), minutes,
                               max_steps (optional); starts `wildmix adapt` on them: {"job"}
     GET  /api/jobs            every adaptation started here, newest first
@@ -149,16 +150,22 @@ def encode(x: np.ndarray, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
-def enhance_bytes(models: Models, data: bytes, model: str, max_seconds: float = MAX_SECONDS
-                  ) -> tuple[bytes, dict | None]:
-    """The enhanced WAV of an uploaded file, and DNSMOS of input and output (or None)."""
+_DNSMOS_LOCK = threading.Lock()  # one scoring at a time: bounded memory under load
+
+
+def enhance_bytes(models: Models, data: bytes, model: str, max_seconds: float = MAX_SECONDS,
+                  dnsmos: bool = False) -> tuple[bytes, dict | None]:
+    """The enhanced WAV of an uploaded file, and DNSMOS of input and output (``dnsmos`` and
+    the 'mos' extra installed; else None)."""
     x, sr = decode(data, max_seconds)
     y = np.asarray(models.method(model)(x, sr), np.float32).reshape(x.shape)
     if not np.isfinite(y).all():
         raise RequestError(f"{model} gave NaN or Inf on this file", 422)
     scores = None
-    if mos.available():
-        scores = {"noisy": mos.dnsmos(x.mean(1), sr), "enhanced": mos.dnsmos(y.mean(1), sr)}
+    if dnsmos and mos.available():
+        with _DNSMOS_LOCK:
+            scores = {"noisy": mos.dnsmos(x.mean(1), sr),
+                      "enhanced": mos.dnsmos(y.mean(1), sr)}
     return encode(y, sr), scores
 
 
@@ -373,7 +380,7 @@ def create_app(runs: str | os.PathLike = "runs", max_upload_mb: float = 100.0,
             data = await upload.read()
             name = fields.get("model") or "default"
             wav, scores = await run_in_threadpool(enhance_bytes, models, data, str(name),
-                                                  max_seconds)
+                                                  max_seconds, fields.get("dnsmos") == "1")
         except RequestError as e:
             return error(e)
         headers = {"X-Wildmix-DNSMOS": json.dumps(scores)} if scores else {}

@@ -73,6 +73,7 @@ $("go").addEventListener("click", () => {
   const form = new FormData();
   form.append("audio", state.input, state.inputName);
   form.append("model", $("model").value);
+  form.append("dnsmos", "1");  // scores where the server has the 'mos' extra
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/api/enhance");
   xhr.responseType = "blob";
