@@ -12,7 +12,7 @@ RUN    ?= runs/demo
 ADAPT_ARGS ?=
 
 .PHONY: install debs-tiny debs corpus test test-profiles test-browser profiles lint bench bench-quality bench-curve bench-reliability \
-	bench-stream bench-adapt bench-separate demo pretrained pretrained-causal \
+	bench-stream bench-serve bench-adapt bench-separate demo pretrained pretrained-causal \
 	pretrained-separate clean
 
 install: $(STAMP)
@@ -177,6 +177,11 @@ bench-quality: $(STAMP) debs
 	$(PY) benchmarks/bench_quality.py --data $(DATA)/corpus-small --shift-data $(DATA)/corpus-shift
 	scripts/install-debs.sh $(PY) real speech
 	$(PY) benchmarks/bench_quality.py --real --real-data $(DATA)/corpus-real
+
+# load on `wildmix serve` (a minute): 20 concurrent enhance requests of 10 s files, every
+# answer checked, median and maximum latency and the server's peak memory
+bench-serve: $(STAMP)
+	$(PY) benchmarks/bench_serve.py
 
 # the fault campaign (about 2 minutes on 2 cores): salted inputs and a 30-minute file through
 # every command, 20 SIGKILLs of a training run, concurrent runs, a pickle bomb; exits 1
