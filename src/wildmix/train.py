@@ -248,9 +248,7 @@ def datasets(c: TrainConfig, total_examples: int):
     if c.select == "dnsmos":
         valid.recordings = held or [n for n, _ in valid.paired] or valid.recordings
     elif c.select == "agreement":
-        kept = {clip.path for clip in held}
-        valid.agreement = [(r, e) for r, e in wdata.paired_clips(c.data, c.teacher_targets)
-                           if r.path in kept]
+        valid.agreement = held
     if c.select != "dnsmos" and not mos.available():  # only reported: not worth failing over
         valid.recordings = []
     if valid.mixtures is not None or valid.paired or valid.recordings or valid.agreement:
@@ -268,7 +266,8 @@ def valid_metrics(valid: ValidSets) -> list[str]:
 
 def _train_set(c: TrainConfig, total_examples: int):
     """``(dataset, recordings, noise clips or None, held-back recordings)`` for the
-    strategy."""
+    strategy; with --select agreement the held-back recordings come with their cached
+    estimates, ``(recording, estimate)``."""
     if c.strategy == "supervised" and c.task == "separate":
         groups = wdata.source_groups(c.data, c.clean, c.n_sources)
         log.info("supervised separation (PIT) of %d mixtures with their sources", len(groups))
@@ -293,11 +292,13 @@ def _train_set(c: TrainConfig, total_examples: int):
                  len(held), "DNSMOS" if c.select == "dnsmos" else "agreement with the teacher")
     recordings = None  # RemixIT's input: the teacher supplies the targets
     if c.strategy == "remixit" and c.teacher_targets:  # [recording, its cached estimate]
-        kept = {os.path.relpath(clip.path, c.data) for clip in clips}
-        pairs = [(r, e) for r, e in wdata.paired_clips(c.data, c.teacher_targets)
-                 if os.path.relpath(r.path, c.data) in kept]
-        recordings = wdata.PairedDataset(pairs, c.sample_rate, c.segment_seconds,
-                                         total_examples, seed=c.seed)
+        pairs = wdata.paired_clips(c.data, c.teacher_targets)
+        kept = {clip.path for clip in clips}
+        if c.select == "agreement":
+            held = [(r, e) for r, e in pairs if r.path not in kept]
+        recordings = wdata.PairedDataset([(r, e) for r, e in pairs if r.path in kept],
+                                         c.sample_rate, c.segment_seconds, total_examples,
+                                         seed=c.seed)
     elif c.strategy == "remixit":
         recordings = wdata.RecordingDataset(clips, c.sample_rate, c.segment_seconds,
                                             total_examples, seed=c.seed)
