@@ -99,6 +99,8 @@ def test_adapt_command_then_enhance(tiny_corpus, tmp_path, capsys, strategy):
     run = tmp_path / "adapted"
     argv = ["adapt", "--data", str(tiny_corpus / "train" / "noisy"), "--out", str(run),
             "--from", str(path), "--strategy", strategy, "--max-steps", "4", "--no-progress"]
+    if strategy == "remixit":  # the model teaching itself (the peers' ensemble: test_teachers)
+        argv += ["--teacher", str(path)]
     if strategy == "mixit":
         argv += ["--noise", str(tiny_corpus / "train" / "noise")]
     assert main(argv) == 0
