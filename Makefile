@@ -8,8 +8,10 @@ DATA   ?= data
 
 RUN    ?= runs/demo
 # extra flags for `wildmix adapt` in the demo (its budget defaults are the CLI's:
-# `wildmix adapt --help`), e.g. ADAPT_ARGS="--max-minutes 5"
-ADAPT_ARGS ?=
+# `wildmix adapt --help`), e.g. ADAPT_ARGS="--max-minutes 5". The demo's model teaches
+# itself (classic RemixIT: the small corpus's noise is the shipped model's own, and the README's
+# demo figures come from it); ADAPT_ARGS="--teacher auto" tries the peers' ensemble instead
+ADAPT_ARGS ?= --teacher default
 
 .PHONY: install debs-tiny debs corpus test test-profiles test-browser profiles lint bench bench-quality bench-curve bench-reliability \
 	bench-stream bench-serve bench-adapt bench-separate demo pretrained pretrained-causal \
