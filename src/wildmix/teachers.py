@@ -204,18 +204,19 @@ def adapt(data: str, out: str, teacher: str = "auto", workers: int | None = None
     else:
         names, line = best_available(start) if teacher == "auto" else \
             (parse(teacher), f"teacher: {teacher}")
-    if line:
-        log.info("%s", line)
-    if names == [start]:
-        summary = train(adapt_config(data, out, **options), progress)
-        return Adapted(summary, line, None, time.perf_counter() - begin)
-    check(names)
     folder = Path(out) / "teacher"
-    config = dataclasses.replace(adapt_config(data, out, **options), teacher_update="frozen",
-                                 teacher_targets=str(folder))
-    resolve(config)  # bad settings fail before the slow estimates
-    with folder_lock(folder, "teacher estimates"):
-        estimates = estimate_folder(wdata.index_folder(data).clips, data, names, folder,
-                                    workers, progress)
+    config = adapt_config(data, out, **options)
+    if names != [start]:
+        config = dataclasses.replace(config, teacher_update="frozen",
+                                     teacher_targets=str(folder))
+        check(names)
+    resolve(config)  # bad settings or an unusable --from: refused before anything is written
+    estimates = None
+    with folder_lock(out, "adapt"):  # a folder in use: refused before any work
+        if line:
+            log.info("%s", line)
+        if names != [start]:
+            estimates = estimate_folder(wdata.index_folder(data).clips, data, names, folder,
+                                        workers, progress)
     summary = train(config, progress)
     return Adapted(summary, line, estimates, time.perf_counter() - begin)
