@@ -185,9 +185,9 @@ bench-quality: $(STAMP) debs
 bench-serve: $(STAMP)
 	$(PY) benchmarks/bench_serve.py
 
-# the fault campaign (about 2 minutes on 2 cores): salted inputs and a 30-minute file through
+# the fault campaign (about 4 minutes on 2 cores): salted inputs and a 30-minute file through
 # every command, 20 SIGKILLs of a training run, concurrent runs, a pickle bomb; exits 1
-# unless every count that must be 0 is
+# unless every count that must be 0 is; then the install profiles (.venv-core, .venv-eval)
 bench-reliability: $(STAMP) profiles debs-tiny
 	$(PY) benchmarks/bench_reliability.py --profiles $(CORE_VENV) $(EVAL_VENV)
 
