@@ -201,8 +201,8 @@ class Jobs:
                 str(run), "--max-minutes", f"{minutes:g}", "--no-progress"]
         if max_steps:
             argv += ["--max-steps", str(max_steps)]
-        _write_json(run / JOB_FILE, {"job": job, "files": count, "minutes": minutes,
-                                     "started": time.time(), "argv": argv[3:]})
+        audio.write_json(run / JOB_FILE, {"job": job, "files": count, "minutes": minutes,
+                                           "started": time.time(), "argv": argv[3:]})
         with open(run / "web-job.log", "wb") as logfile, self._lock:
             self._procs[job] = subprocess.Popen(argv, stdout=logfile, stderr=subprocess.STDOUT,
                                                 start_new_session=True)
@@ -300,11 +300,6 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _write_json(path: Path, obj) -> None:
-    with audio.atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=1))
 
 
 def _exit_code(run: Path) -> int | None:

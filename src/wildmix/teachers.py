@@ -147,8 +147,7 @@ def estimate_folder(recordings: list, root: str | os.PathLike, names: list[str],
             jobs.append((clip.path, str(dst)))
     if jobs:
         _run_jobs(jobs, names, workers, progress)
-    with audio.atomic_path(manifest) as tmp:
-        Path(tmp).write_text(json.dumps({"teachers": names, "files": files}, indent=1))
+    audio.write_json(manifest, {"teachers": names, "files": files})
     return Estimates(out, len(jobs), len(files) - len(jobs), time.perf_counter() - start)
 
 

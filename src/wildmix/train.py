@@ -102,7 +102,7 @@ def _run(plan: Plan, progress: bool) -> TrainSummary:
         average.model.load_state_dict(model.state_dict())
     loader = make_loader(train_set, c, state.step, rank, world, device)
     if rank == 0:
-        _write_json(Path(c.out) / "config.json", dataclasses.asdict(c))
+        audio.write_json(Path(c.out) / "config.json", dataclasses.asdict(c))
     loop = Loop(c, model, opt, strategy, ckpt, state, device, world, average)
     stopped = loop.run(loader, lambda: validate(average.model, valid, device, c.batch_size,
                                                 strategy, c.sample_rate), progress and rank == 0)
@@ -747,11 +747,6 @@ def score_of(metrics: dict, select: str) -> float | None:
     if key.get(select) not in metrics:
         return None
     return -metrics["valid_mixit"] if select == "mixit" else metrics[key[select]]
-
-
-def _write_json(path: Path, obj) -> None:
-    with wdata.audio.atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
 
 
 # kept importable from here: the strategies moved to wildmix.strategies
