@@ -181,7 +181,7 @@ def methods(data: str | os.PathLike, models: list[str] | None = None,
         if task == "separate" and b != "noisy":
             raise ValueError(f"baseline {b!r} is for enhancement; {data} is a separation set")
         if b in peers.REQUIRES:
-            require("peers", peers.REQUIRES[b], f"baseline {b!r} ({peers.PACKAGES[b]})")
+            peers.check(b)
         found[b] = BASELINES[b]
     for path in models or []:
         found[method_name(path, found)] = model_method(path, task, device, **options)

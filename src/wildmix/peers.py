@@ -31,8 +31,8 @@ The delays were measured on real speech in noise as the lag at which the SI-SNR 
 output against the clean speech peaks (``tests/test_peers.py`` measures them again on the
 committed test speech): NSNet2 none; RNNoise 960 samples at 48 kHz (two 10 ms frames);
 DeepFilterNet3 1440 at 48 kHz (its STFT's window less a hop, 480, and two frames of
-look-ahead); GTCRN 256
-at 16 kHz (its window less a hop); DTLN 384 at 16 kHz (its block less a shift).
+look-ahead); GTCRN 256 at 16 kHz (its window less a hop); DTLN 384 at 16 kHz (its block
+less a shift).
 """
 
 from __future__ import annotations
@@ -60,9 +60,15 @@ DELAYS = {"nsnet2": 0, "rnnoise": 960, "dfn3": 1440, "gtcrn": 256, "dtln": 384} 
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
 
 
+def check(name: str) -> None:
+    """Raise :class:`wildmix.config.MissingExtra`, one line naming the wheel, when the peer
+    ``name`` cannot run here."""
+    require("peers", REQUIRES[name], f"the {name} peer ({PACKAGES[name]})")
+
+
 def _package_file(name: str, relative: str) -> Path:
     """A file inside the installed package of peer ``name``, found without importing it."""
-    require("peers", REQUIRES[name], f"the {name} peer ({PACKAGES[name]})")
+    check(name)
     package = REQUIRES[name][-1]
     spec = importlib.util.find_spec(package)
     path = Path(next(iter(spec.submodule_search_locations))) / relative
@@ -110,6 +116,18 @@ def _nsnet2_16k(x: np.ndarray) -> np.ndarray:
 
 
 # --- the streaming peers: one hop in, one hop out, the state kept -------------------------
+
+
+def _slide(buffer: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """``buffer`` moved ``len(new)`` samples on: its oldest samples out, ``new`` in."""
+    return np.concatenate([buffer[len(new):], new])
+
+
+def _overlap_add(output: np.ndarray, block: np.ndarray, hop: int) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+    """``(output moved one hop on, block added; the hop of output now complete)``."""
+    output = _slide(output, np.zeros(hop, output.dtype)) + block
+    return output, output[:hop].astype(np.float32)
 
 
 class _RNNoise:
@@ -162,7 +180,7 @@ class _GTCRN:
         self._output = np.zeros(self.n_fft, np.float32)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        self._input = np.concatenate([self._input[self.hop:], frame])
+        self._input = _slide(self._input, frame)
         spec = np.fft.rfft(self._input * self._window)  # (257,)
         mix = np.stack([spec.real, spec.imag], -1).astype(np.float32)[None, :, None]
         names = ("mix", "conv_cache", "tra_cache", "inter_cache")
@@ -170,8 +188,8 @@ class _GTCRN:
             None, dict(zip(names, (mix, *self._caches), strict=True)))
         enh = enh[0, :, 0]  # (257, 2)
         block = np.fft.irfft(enh[:, 0] + 1j * enh[:, 1], self.n_fft) * self._window
-        self._output = np.concatenate([self._output[self.hop:], np.zeros(self.hop)]) + block
-        return self._output[: self.hop].astype(np.float32)
+        self._output, done = _overlap_add(self._output, block, self.hop)
+        return done
 
 
 class _DTLN:
@@ -182,24 +200,23 @@ class _DTLN:
         self._time = _onnx("dtln", "asset/model_2.onnx")
         self._states = [np.zeros(s.get_inputs()[1].shape, np.float32)
                         for s in (self._mask, self._time)]
+        self._names = [[i.name for i in s.get_inputs()] for s in (self._mask, self._time)]
         self._input = np.zeros(self.block, np.float32)
         self._output = np.zeros(self.block, np.float32)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        self._input = np.concatenate([self._input[self.hop:], frame])
+        self._input = _slide(self._input, frame)
         spec = np.fft.rfft(self._input)  # (257,)
-        mask, self._states[0] = self._run(self._mask, np.abs(spec), self._states[0])
-        est = np.fft.irfft(spec * mask[0, 0], self.block)
-        block, self._states[1] = self._run(self._time, est, self._states[1])
-        self._output = np.concatenate([self._output[self.hop:], np.zeros(self.hop)]) \
-            + block[0, 0]
-        return self._output[: self.hop].astype(np.float32)
+        mask, self._states[0] = self._run(0, np.abs(spec))
+        block, self._states[1] = self._run(1, np.fft.irfft(spec * mask[0, 0], self.block))
+        self._output, done = _overlap_add(self._output, block[0, 0], self.hop)
+        return done
 
-    @staticmethod
-    def _run(session, x: np.ndarray, state: np.ndarray):
-        names = [i.name for i in session.get_inputs()]
-        return session.run(None, {names[0]: x.astype(np.float32)[None, None],
-                                  names[1]: state})
+    def _run(self, stage: int, x: np.ndarray):
+        """Stage 0 (the mask) or 1 (the time block) on ``x``: ``(output, next state)``."""
+        session, (data, state) = (self._mask, self._time)[stage], self._names[stage]
+        return session.run(None, {data: x.astype(np.float32)[None, None],
+                                  state: self._states[stage]})
 
 
 @functools.cache
@@ -291,7 +308,7 @@ def enhance(name: str, x: np.ndarray, sample_rate: int) -> np.ndarray:
     """
     if name not in REQUIRES:
         raise ValueError(f"unknown peer {name!r}; choose from {', '.join(NAMES)}")
-    require("peers", REQUIRES[name], f"the {name} peer ({PACKAGES[name]})")
+    check(name)
     x = np.asarray(x, np.float32)
     if x.ndim == 1:
         return _mono(name, x, sample_rate)

@@ -67,12 +67,10 @@ def check(names: list[str]) -> None:
         MissingExtra, CheckpointError, FileNotFoundError.
     """
     from wildmix import models
-    from wildmix.config import require
 
     for name in names:
         if name in peers.NAMES:
-            require("peers", peers.REQUIRES[name], f"the {name} teacher "
-                                                   f"({peers.PACKAGES[name]})")
+            peers.check(name)
         else:
             models.load_checkpoint(name)
 
