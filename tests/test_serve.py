@@ -62,6 +62,9 @@ def test_models_list_shipped_models_runs_and_installed_peers(client, tmp_path):
     run = tmp_path / "runs" / "mine"
     run.mkdir(parents=True)
     (run / "last.pt").write_bytes(b"")  # a run folder appears by its weights
+    (run / ".wildmix.lock").write_text("1 remixit\n")  # ... once no process holds it
+    assert "run:mine" not in [m["name"] for m in client.get("/api/models").json()]
+    (run / ".wildmix.lock").unlink()
     assert "run:mine" in [m["name"] for m in client.get("/api/models").json()]
 
 
@@ -172,4 +175,5 @@ def test_adaptation_from_the_page_runs_and_joins_the_model_list(client, tiny_cor
                                    data={"minutes": "1e9"}), 400)):
         answer = client.post("/api/adapt", **bad)
         assert answer.status_code == status_code and answer.json()["error"]
+    assert len(list((tmp_path / "runs" / ".uploads").iterdir())) == 1  # refused: removed
     assert client.get("/api/jobs/..%2F..%2Fetc").status_code == 404

@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -81,7 +82,12 @@ class Models:
     def _runs(self) -> list[Path]:
         if not self.runs or not self.runs.is_dir():
             return []
+        from wildmix.lock import LOCK_NAME
+
+        # a run still training is offered once it is done: loaded earlier, its weights
+        # would be cached half-trained
         return sorted((d for d in self.runs.iterdir() if d.is_dir() and
+                       not (d / LOCK_NAME).exists() and
                        ((d / "best.pt").is_file() or (d / "last.pt").is_file())),
                       key=lambda d: d.name)
 
@@ -186,15 +192,12 @@ class Jobs:
               max_bytes: int) -> str:
         job = time.strftime("adapt-%Y%m%d-%H%M%S-") + os.urandom(3).hex()
         data = self.runs / ".uploads" / job
-        count = _store_uploads(files, data, max_bytes)
-        if not count:
-            raise RequestError("no audio file among the uploads (or in the .zip)")
-        from wildmix import data as wdata
-
         try:
-            wdata.index_folder(data)
-        except wdata.DataError as e:
-            raise RequestError(str(e)) from None
+            _check_uploads(_store_uploads(files, data, max_bytes), data)
+        except RequestError:
+            shutil.rmtree(data, ignore_errors=True)  # a refused upload leaves nothing
+            raise
+        count = len(list(data.iterdir()))
         run = self.runs / job
         run.mkdir(parents=True)
         argv = [sys.executable, "-m", "wildmix", "adapt", "--data", str(data), "--out",
@@ -245,6 +248,18 @@ class Jobs:
         if state == "failed":
             out["error"] = _last_error(run)
         return out
+
+
+def _check_uploads(count: int, folder: Path) -> None:
+    """At least one usable recording among the stored uploads, else a 400 saying why."""
+    from wildmix import data as wdata
+
+    if not count:
+        raise RequestError("no audio file among the uploads (or in the .zip)")
+    try:
+        wdata.index_folder(folder)
+    except wdata.DataError as e:
+        raise RequestError(str(e)) from None
 
 
 def _store_uploads(files: list[tuple[str, bytes]], folder: Path, max_bytes: int) -> int:
