@@ -380,7 +380,9 @@ def _add_train(commands) -> None:
 
 
 def _add_adapt(commands) -> None:
+    from wildmix import teachers
     from wildmix.config import ADAPT_LR, ADAPT_STRATEGIES, SELECTIONS, adapt_config
+    from wildmix.peers import NAMES
 
     d = _defaults(adapt_config)
     ad = commands.add_parser(
@@ -395,12 +397,12 @@ def _add_adapt(commands) -> None:
     ad.add_argument("--out", required=True, help="run folder for the adapted model")
     ad.add_argument("--from", dest="start", default=d["start"],
                     help="model to adapt: 'default' (shipped), a run folder or a checkpoint")
-    ad.add_argument("--teacher", default="auto",
-                    help="remixit: where the targets come from: peers (nsnet2, rnnoise, dfn3, "
-                         "gtcrn, dtln), wildmix models ('default', 'causal', a run folder or "
-                         "checkpoint), or several, comma-separated, whose estimates are "
-                         "averaged; run once over the recordings and cached in OUT/teacher "
-                         "(default: auto, the ensemble of nsnet2, gtcrn, dtln and dfn3 where "
+    ad.add_argument("--teacher", default=_defaults(teachers.adapt)["teacher"],
+                    help=f"remixit: where the targets come from: peers ({', '.join(NAMES)}), "
+                         "wildmix models ('default', 'causal', a run folder or checkpoint), or "
+                         "several, comma-separated, whose estimates are averaged; run once "
+                         "over the recordings and cached in OUT/teacher (default: "
+                         f"%(default)s, the ensemble of {', '.join(teachers.ENSEMBLE)} where "
                          "wildmix[peers] is installed, else the --from model itself)")
     ad.add_argument("--strategy", choices=ADAPT_STRATEGIES, default=d["strategy"],
                     help="remixit (recordings only), mixit fine-tuning, or supervised "
