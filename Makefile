@@ -14,7 +14,7 @@ RUN    ?= runs/demo
 ADAPT_ARGS ?= --teacher default
 
 .PHONY: install debs-tiny debs corpus test test-profiles test-browser profiles lint bench bench-quality bench-curve bench-reliability \
-	bench-stream bench-serve bench-adapt bench-separate demo pretrained pretrained-causal \
+	bench-stream bench-serve bench-adapt bench-separate bench-library library demo pretrained pretrained-causal \
 	pretrained-separate clean
 
 install: $(STAMP)
@@ -38,6 +38,24 @@ debs: $(STAMP)
 # the built-in corpus: make corpus [SIZE=tiny|small|large]
 corpus: debs
 	$(PY) -m wildmix corpus build $(DATA)/corpus-$(SIZE) --size $(SIZE)
+
+# the sound library (about 11 hours of recorded noise from 20 Debian packages; see
+# src/wildmix/corpus/catalogue.py): packages unpacked into $(LIBRARY)/packages (about 4 GB
+# downloaded, 3.8 GB kept), decoded once into $(LIBRARY)/cache (1.3 GB, about a minute)
+LIBRARY ?= $(DATA)/library
+library: $(STAMP)
+	scripts/install-debs.sh $(PY) real speech
+	scripts/fetch-library.sh $(LIBRARY)/packages \
+		$$($(PY) -m wildmix corpus library show --packages-only)
+	$(PY) -m wildmix corpus library build $(LIBRARY)/cache --packages $(LIBRARY)/packages
+
+# quality on noise no model trained on (leave-packages-out test split), the loader's speed
+bench-library: library
+	test -f $(DATA)/corpus-real/manifest.jsonl || \
+		$(PY) -m wildmix corpus build $(DATA)/corpus-real --size real
+	test -d $(LIBRARY)/test-set || $(PY) benchmarks/bench_library.py --render
+	$(PY) benchmarks/bench_library.py --loader
+	$(PY) benchmarks/bench_library.py --split test default causal
 
 # the main job end to end: corpus -> the shipped model enhances the test split (seconds) ->
 # `wildmix adapt` on the unlabeled training recordings (RemixIT, bounded budget) -> both

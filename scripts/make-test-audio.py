@@ -42,7 +42,7 @@ def noise(root: Path) -> None:
     for package, count in NOISE_FILES.items():
         folder = root / "noise" / package
         folder.mkdir(parents=True, exist_ok=True)
-        files = corpus._noise_files((package,), count)
+        files = corpus.plan._noise_files((package,), count)
         for k, (_, path) in enumerate(files):
             x = audio.read(path, SR, check=False)
             n = int(NOISE_SECONDS * SR)

@@ -7,6 +7,7 @@ import soundfile as sf
 
 from wildmix import corpus
 from wildmix.cli import main
+from wildmix.corpus import plan, render  # noqa: F401 - corpus.plan, corpus.render
 
 
 def _hashes(root: Path) -> dict[str, str]:
@@ -99,7 +100,7 @@ def test_sounds_kind(debian_tiny_sounds):
 
 
 def test_missing_packages_named(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(corpus, "installed", lambda names: {n: n != "flite" for n in names})
+    monkeypatch.setattr(corpus.plan, "installed", lambda names: {n: n != "flite" for n in names})
     with pytest.raises(corpus.CorpusError, match="missing Debian packages.*flite"):
         corpus.build(tmp_path / "c", size="tiny")
     assert main(["corpus", "build", str(tmp_path / "c"), "--size", "tiny"]) == 2
@@ -130,8 +131,8 @@ def test_noise_split_agrees_across_sizes(monkeypatch):
     def listing(packages, cap, sources=None):
         return [(p, f"/fake/{p}/{i:03d}.wav") for p in packages for i in range(60)]
 
-    monkeypatch.setattr(corpus, "_noise_files", listing)
-    pools = {size: corpus._noise_pools(corpus.SIZES[size], seed=0)
+    monkeypatch.setattr(corpus.plan, "_noise_files", listing)
+    pools = {size: corpus.plan._noise_pools(corpus.SIZES[size], seed=0)
              for size in ("small", "large", "shift")}
     for small_like in ("small", "shift"):
         for split in ("valid", "test"):
@@ -173,10 +174,10 @@ def test_real_size_plan_keeps_voices_languages_and_eval_apart(monkeypatch):
     def fake(v):
         return [f"/fake/{v.engine}/{v.voice}/{k}.wav" for k in range(20)], "fake"
 
-    monkeypatch.setattr(corpus, "_recorded_files", fake)
-    monkeypatch.setattr(corpus, "_noise_files", lambda packages, cap, sources=None: [
+    monkeypatch.setattr(corpus.plan, "_recorded_files", fake)
+    monkeypatch.setattr(corpus.plan, "_noise_files", lambda packages, cap, sources=None: [
         (p, f"/fake/{p}/{i:03d}.wav") for p in packages for i in range(40)])
-    items = corpus._plan_speech(corpus.SIZES["real"], 0, (-5.0, 15.0))
+    items = corpus.plan._plan_speech(corpus.SIZES["real"], 0, (-5.0, 15.0))
     voices = {v.name: v for v in corpus.VOICES}
     speakers, languages = {}, {}
     for it in (i for i in items if i.role == "noisy"):
@@ -198,7 +199,7 @@ def test_real_size_plan_keeps_voices_languages_and_eval_apart(monkeypatch):
                    for c, d in zip(r[p], r["dims"], strict=True))
         assert np.linalg.norm(np.subtract(r["source"], r["mic"])) >= 0.5
     # the older sizes draw no rooms and keep their voices: their builds are unchanged
-    tiny = corpus._plan_speech(corpus.SIZES["tiny"], 0, (-5.0, 15.0))
+    tiny = corpus.plan._plan_speech(corpus.SIZES["tiny"], 0, (-5.0, 15.0))
     assert all(it.room is None for it in tiny)
     assert {it.voice for it in tiny if it.role == "noisy"} == {
         "flite:slt", "flite:rms", "flite:awb", "flite:kal16"}
@@ -211,20 +212,20 @@ def test_sounds_size_plans_recorded_voices_and_every_noise_package(monkeypatch, 
     def fake(v):
         return [f"/fake/{v.engine}/{v.voice}/{k}.wav" for k in range(20)], "fake"
 
-    monkeypatch.setattr(corpus, "_recorded_files", fake)
-    monkeypatch.setattr(corpus, "_noise_files", lambda packages, cap, sources=None: [
+    monkeypatch.setattr(corpus.plan, "_recorded_files", fake)
+    monkeypatch.setattr(corpus.plan, "_noise_files", lambda packages, cap, sources=None: [
         (p, f"/fake/{p}/{i:03d}.wav") for p in packages for i in range(40)])
     spec = corpus.SIZES["sounds"]
     assert set(spec.noise_packages) == set(corpus.NOISE_SOURCES)
-    items = corpus._plan_speech(spec, 0, (-5.0, 15.0))
+    items = corpus.plan._plan_speech(spec, 0, (-5.0, 15.0))
     assert not any(it.texts for it in items)  # recorded voices only: nothing to synthesise
     speakers = {}
     for it in items:
         speakers.setdefault(it.speaker, set()).add(it.split)
     assert all(len(s) == 1 for s in speakers.values()), speakers
     jobs = []
-    monkeypatch.setattr(corpus, "_run_parallel", lambda fn, args, workers: jobs.extend(args))
-    corpus._build_sounds(spec, {s: [] for s in corpus.SPLITS}, 0, tmp_path, 16000, 1,
+    monkeypatch.setattr(corpus.render, "_run_parallel", lambda fn, args, workers: jobs.extend(args))
+    corpus.render._build_sounds(spec, {s: [] for s in corpus.SPLITS}, 0, tmp_path, 16000, 1,
                          lambda msg: None)
     pools = {split: {f for job in jobs if job[0] == split for f in job[5]}
              for split in corpus.SPLITS}
@@ -242,7 +243,7 @@ def test_room_reverberation_has_the_planned_decay():
                 "mic": [4.0, 2.0, 1.2]}
         impulse = np.zeros(sr, np.float32)
         impulse[0] = 1.0
-        rir = corpus._reverberate(impulse, room, sr)
+        rir = corpus.render._reverberate(impulse, room, sr)
         distance = np.linalg.norm(np.subtract(room["source"], room["mic"]))
         first = int(np.argmax(np.abs(rir) > 0.5 * np.abs(rir).max()))
         assert abs(first - distance / 343.0 * sr) < 45  # direct path (+ the filter's delay)

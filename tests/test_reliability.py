@@ -11,6 +11,7 @@ import torch
 
 from wildmix import audio, corpus, models
 from wildmix.cli import main
+from wildmix.corpus import plan, render  # noqa: F401 - corpus.plan, corpus.render
 from wildmix.lock import LOCK_NAME, LockError, folder_lock
 
 HOLD = textwrap.dedent("""
@@ -123,8 +124,8 @@ def test_package_judged_by_dpkg_not_by_a_shared_folder(tmp_path, monkeypatch):
 
 
 def test_empty_voice_is_one_clear_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(corpus, "missing_packages", lambda size, kind="speech": [])
-    monkeypatch.setattr(corpus, "_czech_files", lambda character: [])
+    monkeypatch.setattr(corpus.render, "missing_packages", lambda size, kind="speech": [])
+    monkeypatch.setattr(corpus.plan, "_czech_files", lambda character: [])
     rc = main(["corpus", "build", str(tmp_path / "c"), "--size", "small"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err

@@ -25,6 +25,28 @@ def _corpus_build(args) -> int:
     return 0
 
 
+def _library_build(args) -> int:
+    from wildmix.corpus import library
+
+    fresh = library.is_fresh(args.dir)
+    library.build(args.dir, [*args.packages, "/"], workers=args.workers,
+                  progress=not args.no_progress)
+    print(("up to date: " if fresh else "built: ") + f"{args.dir}\n"
+          + library.summary(args.dir))
+    return 0
+
+
+def _library_show(args) -> int:
+    from wildmix.corpus import catalogue, library
+
+    if args.packages_only:
+        print(" ".join(catalogue.packages(args.split)))
+        return 0
+    print(library.summary(args.dir) if library.is_library(args.dir) else
+          f"{args.dir}: no sound library (wildmix corpus library build {args.dir})")
+    return 0
+
+
 def _corpus_packages(args) -> int:
     from wildmix import corpus
 
@@ -272,6 +294,25 @@ def _add_corpus(commands) -> None:
     packages.add_argument("--kind", choices=corpus.KINDS, default=d["kind"])
     packages.add_argument("--missing", action="store_true", help="only those not installed")
     packages.set_defaults(func=_corpus_packages)
+    lib = sub.add_parser("library", help="the sound library: hours of recorded noise from "
+                                         "Debian packages, decoded once for dynamic mixing"
+                         ).add_subparsers(dest="library_command", required=True)
+    lb = lib.add_parser("build", help="decode every sound of the catalogue "
+                                      "(wildmix/corpus/catalogue.py) into DIR; nothing to do "
+                                      "when DIR is up to date")
+    lb.add_argument("dir")
+    lb.add_argument("--packages", nargs="*", default=["data/library/packages"],
+                    help="folders of unpacked packages (ROOT/NAME/usr/...), searched before "
+                         "/ (default: %(default)s; `make library` unpacks them there)")
+    lb.add_argument("--workers", type=int, default=2)
+    lb.add_argument("--no-progress", action="store_true")
+    lb.set_defaults(func=_library_build)
+    ls = lib.add_parser("show", help="minutes per package, kind and split")
+    ls.add_argument("dir", nargs="?", default="data/library/cache")
+    ls.add_argument("--packages-only", action="store_true",
+                    help="print the catalogue's package names (of --split) and stop")
+    ls.add_argument("--split", choices=("train", "valid", "test"))
+    ls.set_defaults(func=_library_show)
 
 
 def _add_data(commands) -> None:
@@ -320,8 +361,9 @@ def _add_train(commands) -> None:
         "train", help="train a separation model from noisy recordings (MixIT), adapt a model "
                       "to them (RemixIT), or train with clean references (--supervised); "
                       "rerun the same command to resume")
-    tr.add_argument("--data", required=True,
-                    help="folder of noisy recordings, or a built-in corpus folder")
+    tr.add_argument("--data", default="",
+                    help="folder of noisy recordings, or a built-in corpus folder (not "
+                         "needed for --supervised --speech DIR --noise LIBRARY)")
     tr.add_argument("--out", required=True, help="run folder (checkpoints, log, config)")
     opt("--noise", "folder of noise-only clips, 'auto' to find speech-free stretches in "
                    "--data with a VAD, 'teacher' for the --init model's noise estimates "
@@ -338,7 +380,9 @@ def _add_train(commands) -> None:
     opt("--clean", "clean references of --data, for --supervised (--task separate: the "
         "sources folder, NAME/sK.wav; a sounds corpus brings its own)")
     opt("--speech", "--supervised without --clean, or beside --strategy remixit: clean "
-                    "speech (any voices) mixed on the fly with the --noise clips")
+                    "speech (any voices) mixed on the fly with the --noise clips; with "
+                    "--noise a sound library (wildmix library build), dynamic mixing: "
+                    "rooms, several noises, microphones and codecs, SNR -10..20 dB")
     opt("--task", choices=cf.TASKS)
     opt("--strategy", "mixit (noisy recordings only), supervised (clean references), "
                       "remixit (self-training from --teacher)", choices=cf.STRATEGIES)

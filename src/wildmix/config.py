@@ -304,6 +304,12 @@ def _check_combination(c: TrainConfig) -> None:
     if c.strategy == "supervised" and not (c.clean or c.speech):
         raise ValueError("the supervised strategy needs clean references (--clean DIR) or "
                          "clean speech to mix with noise (--speech DIR --noise ...)")
+    from wildmix.corpus import library
+
+    if not c.data and not (c.strategy == "supervised" and c.speech
+                           and library.is_library(c.noise)):
+        raise ValueError("--data is needed: a folder of noisy recordings or a corpus (only "
+                         "--supervised --speech DIR --noise LIBRARY trains without one)")
     if c.speech and not (c.strategy in ("supervised", "remixit") and c.task == "enhance"
                          and c.noise):
         raise ValueError("--speech is for enhancement, supervised or beside RemixIT, with "

@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wildmix import audio, corpus, evaluate, models, mos
+from wildmix import audio, corpus, evaluate, mixing, models, mos
 from wildmix import data as wdata
 from wildmix.config import Plan, TrainConfig, resolve
+from wildmix.corpus import library
 from wildmix.lock import folder_lock
 from wildmix.mixit import enhancement_constraint
 from wildmix.strategies import REGISTRY as STRATEGIES
@@ -281,6 +282,13 @@ def _train_set(c: TrainConfig, total_examples: int):
                                     seed=c.seed, augment=c.augment, speed=c.augment_speed,
                                     noise_change=c.augment_noise),
                 [n for n, _ in pairs], None, [])
+    if c.strategy == "supervised" and library.is_library(c.noise):
+        speech = wdata.index_folder(c.speech)
+        log.info("dynamic mixing: clean speech %s (%s) with the sound library %s",
+                 c.speech, speech.summary(), c.noise)
+        return (mixing.DynamicMixDataset(speech.clips, c.noise, "train", c.sample_rate,
+                                         c.segment_seconds, total_examples, seed=c.seed),
+                speech.clips, None, [])
     index = wdata.index_folder(c.data)
     log.info("recordings %s: %s", c.data, index.summary())
     # held back to choose best.pt label-free: by DNSMOS without a --valid folder, always by
