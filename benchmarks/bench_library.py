@@ -76,7 +76,7 @@ def quality(split: str, models: list[str], limit: int | None) -> None:
     results = json.loads((report / "results.json").read_text())
 
     def band(r):
-        return next(label for lo, hi, label in BANDS if lo <= r["snr_db"] < hi)
+        return next(label for lo, hi, label in BANDS if lo <= r["input_snr_db"] < hi)
 
     groups = {"kind of noise": lambda r: r["noises"][0].split(":")[0],
               "noise package": lambda r: r["noises"][0].split(":")[-1],

@@ -191,3 +191,30 @@ def test_train_mixes_speech_with_the_library_on_the_fly(packages, tmp_path, monk
     assert main(["train", "--supervised", "--speech", str(speech), "--noise", str(speech),
                  "--out", str(tmp_path / "none")]) == 2
     assert not (tmp_path / "none").exists()
+
+
+def test_render_writes_paired_files_with_their_true_snr(packages, tmp_path, monkeypatch):
+    root, sounds = packages
+    lib = library.build(tmp_path / "lib", [str(root)], workers=1, progress=False,
+                        sounds=sounds)
+    monkeypatch.setattr(catalogue, "LIBRARY", sounds)
+    speech = []
+    for k in range(4):
+        path = tmp_path / f"v{k}.wav"
+        sf.write(path, _tone(180 + 40 * k, 1.5, 16000), 16000)
+        speech.append((str(path), f"voice{k % 2}"))
+    out = mixing.render(tmp_path / "set", speech, str(lib), "valid", seed=3)
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["voice"] for r in rows] == ["voice0", "voice1", "voice0", "voice1"]
+    for r in rows:
+        x, _ = sf.read(out / "noisy" / f"{r['name']}.wav", dtype="float32")
+        s, _ = sf.read(out / "clean" / f"{r['name']}.wav", dtype="float32")
+        assert len(x) == len(s) == 24000
+        assert r["noises"][0] in ("ambience:pb", "babble")  # the valid split's package
+        true = 10 * np.log10(np.sum(s.astype(np.float64) ** 2)
+                             / np.sum((x - s).astype(np.float64) ** 2))
+        assert true == pytest.approx(r["input_snr_db"], abs=0.05)
+        assert -5.5 <= r["snr_db"] <= 15.5
+    again = mixing.render(tmp_path / "again", speech, str(lib), "valid", seed=3)
+    assert (again / "manifest.jsonl").read_text() == (out / "manifest.jsonl").read_text()
+    assert not list(tmp_path.glob("*.tmp"))

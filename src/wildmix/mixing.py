@@ -234,11 +234,18 @@ def render(out: str | os.PathLike, speech: Sequence[tuple[str, str]], library: s
         for part, y in (("noisy", x), ("clean", s)):
             audio.write(tmp / part / f"{name}.wav", y, 16000)
         rows.append({"name": name, "split": "test", "voice": voice, "speech_file": path,
-                     **info})
+                     **info, "input_snr_db": snr_db(s, x - s)})
     (tmp / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out
+
+
+def snr_db(speech: np.ndarray, noise: np.ndarray) -> float:
+    """The energy ratio of ``speech`` to ``noise`` in dB (the SNR a listener gets, after
+    rooms and filters)."""
+    return float(10 * np.log10(np.sum(np.square(speech, dtype=np.float64))
+                               / max(np.sum(np.square(noise, dtype=np.float64)), 1e-20)))
 
 
 def _fit(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
