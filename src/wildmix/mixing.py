@@ -49,6 +49,9 @@ EVAL_MIXING = Mixing(snr_db=(-5.0, 15.0), level_db=(-35.0, -20.0), extra_noises=
                      generated=0.0, babble=0.1, band_limit=0.0, codec=0.0, clip=0.0)
 
 
+STATIONARY = ("white", "pink", "brown", "hum", "fan")
+
+
 def room_response(rt60: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
     """A room impulse response: a direct path, then Gaussian noise decaying by 60 dB in
     ``rt60`` seconds after a 1-5 ms gap, at a direct-to-reverberant ratio of -3..+9 dB."""
@@ -96,10 +99,12 @@ def mu_law(x: np.ndarray, bits: int = 8) -> np.ndarray:
     return (np.sign(y) * ((1 + mu) ** np.abs(y) - 1) / mu * peak).astype(np.float32)
 
 
-def generated(n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """A stationary noise: white, pink, brown, mains hum with harmonics, or a fan (brown
-    noise with a blade tone, slowly modulated)."""
-    kind = rng.choice(["white", "pink", "brown", "hum", "fan"])
+def stationary(kind: str, n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """A stationary noise of ``kind``: white, pink, brown, mains hum with harmonics, or a fan
+    (brown noise with a blade tone, slowly modulated). The built-in corpus draws its
+    generated noise here too."""
+    if kind == "white":
+        return rng.standard_normal(n).astype(np.float32)
     if kind == "hum":
         t = np.arange(n) / sample_rate
         base = 50.0 if rng.random() < 0.5 else 60.0
@@ -109,13 +114,18 @@ def generated(n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
     spectrum = np.fft.rfft(rng.standard_normal(n))
     f = np.fft.rfftfreq(n, 1.0 / sample_rate)
     f[0] = f[1]
-    power = {"white": 0.0, "pink": 0.5, "brown": 1.0, "fan": 1.0}[kind]
-    x = np.fft.irfft(spectrum / f ** power, n)
+    spectrum /= f ** {"pink": 0.5, "brown": 1.0, "fan": 1.0}[kind]
+    x = np.fft.irfft(spectrum, n)
     if kind == "fan":
         t = np.arange(n) / sample_rate
         x = x / audio.rms(x) + 0.3 * np.sin(2 * np.pi * rng.uniform(80, 400) * t)
         x *= 1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.2, 2.0) * t)
     return x.astype(np.float32)
+
+
+def generated(n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """One of the :func:`stationary` noises, drawn at random."""
+    return stationary(str(rng.choice(STATIONARY)), n, sample_rate, rng)
 
 
 def mix(speech: np.ndarray, noise, rng: np.random.Generator, mixing: Mixing = Mixing(),

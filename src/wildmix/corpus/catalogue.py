@@ -129,9 +129,6 @@ class CorpusError(RuntimeError):
     """A corpus cannot be built here (missing packages, bad arguments)."""
 
 
-# --- sources ---------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Package:
     name: str

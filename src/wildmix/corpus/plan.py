@@ -99,7 +99,7 @@ def sentence(rng: np.random.Generator) -> str:
                            v=pick(_VERB), adv=pick(_ADV))
 
 
-# --- synthesis and source audio --------------------------------------------------------
+# --- source files ----------------------------------------------------------------------
 
 
 def _czech_files(character: str) -> list[str]:

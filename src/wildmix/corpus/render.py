@@ -63,20 +63,10 @@ def _load(path: str, sr: int) -> np.ndarray:
 
 def _generated_noise(kind: str, n: int, sr: int, rng: np.random.Generator,
                      babble: list[np.ndarray]) -> np.ndarray:
-    if kind == "white":
-        return rng.standard_normal(n).astype(np.float32)
-    if kind in ("pink", "brown"):
-        spectrum = np.fft.rfft(rng.standard_normal(n))
-        f = np.fft.rfftfreq(n, 1.0 / sr)
-        f[0] = f[1]
-        spectrum /= f ** (0.5 if kind == "pink" else 1.0)
-        return np.fft.irfft(spectrum, n).astype(np.float32)
-    if kind == "hum":
-        t = np.arange(n) / sr
-        base = 50.0 if rng.random() < 0.5 else 60.0
-        x = sum(rng.uniform(0.1, 1.0) / k * np.sin(2 * np.pi * base * k * t + rng.uniform(0, 6.3))
-                for k in range(1, 8))
-        return (x + 0.05 * rng.standard_normal(n)).astype(np.float32)
+    if kind in ("white", "pink", "brown", "hum"):
+        from wildmix.mixing import stationary  # (mixing imports the corpus package)
+
+        return stationary(kind, n, sr, rng)
     if kind == "babble":
         x = np.zeros(n, np.float32)
         for _ in range(int(rng.integers(3, 7))):
@@ -92,9 +82,6 @@ def _fit(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
         x = np.tile(x, n // len(x) + 1)
     start = int(rng.integers(len(x) - n + 1))
     return x[start:start + n].astype(np.float32)
-
-
-# --- plan ------------------------------------------------------------------------------
 
 
 def _tts_path(cache: Path, voice: str, text: str) -> str:
