@@ -218,3 +218,15 @@ def test_render_writes_paired_files_with_their_true_snr(packages, tmp_path, monk
     again = mixing.render(tmp_path / "again", speech, str(lib), "valid", seed=3)
     assert (again / "manifest.jsonl").read_text() == (out / "manifest.jsonl").read_text()
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_cli_names_the_missing_packages_in_one_line(tmp_path, capsys):
+    from wildmix.cli import main
+
+    assert main(["corpus", "library", "build", str(tmp_path / "lib"), "--packages",
+                 str(tmp_path / "nothing"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not found" in err and "make library" in err
+    assert not (tmp_path / "lib" / "index.json").exists()
+    assert main(["corpus", "library", "show", str(tmp_path / "lib")]) == 0
+    assert "no sound library" in capsys.readouterr().out
