@@ -130,7 +130,8 @@ def test_shipped_model_checksum_matches_the_model_card():
 @pytest.mark.parametrize("name, digest", [
     ("v1", "c640c75678ac63c747295a28d89377a7ed461f01f9e0e2d10c03f0e711031d43"),
     ("v2", "39a4a76a4a247219176b11b1567e4fbed8510d3c04a4e7d50b0382efc63c9efb"),
-    ("v3", "d5352010beb775a37f352a535ad5625309ba3a342643236344d36bccd2015224")])
+    ("v3", "d5352010beb775a37f352a535ad5625309ba3a342643236344d36bccd2015224"),
+    ("causal-v1", "dd94884e1d60b409d7e60029a1ad313d3e05862d3a28bcb922677359bc07fc89")])
 def test_earlier_shipped_models_kept(name, digest):
     """The earlier shipped models stay in the package under their names ("v1" to "v3"), the
     baselines of newer ones, byte for byte as they were shipped."""
