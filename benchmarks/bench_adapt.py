@@ -52,7 +52,6 @@ import io
 import json
 import os
 import shutil
-import struct
 from pathlib import Path
 
 import bench_quality
@@ -104,16 +103,10 @@ def build_real(corpus: Path, out: Path) -> Path:
 
 
 def opensfx(path: Path) -> list[tuple[str, bytes]]:
-    """The WAV files inside OpenTTD's sound set: a table of (offset, size) pairs with the
-    high bit set, then at each offset a name (its length in the first byte) and the WAV."""
-    data = path.read_bytes()
-    count = (struct.unpack_from("<I", data)[0] & 0x7FFFFFFF) // 8
-    sounds = []
-    for k in range(count):
-        offset, size = struct.unpack_from("<II", data, 8 * k)
-        offset &= 0x7FFFFFFF
-        sounds.append((f"{path.name}#{k}", data[offset + 1 + data[offset]:offset + size]))
-    return sounds
+    """``(name, WAV bytes)`` of every sound in OpenTTD's sound catalogue."""
+    from wildmix.corpus.library import opensfx as sounds
+
+    return [(f"{path.name}#{k}", wav) for k, wav in enumerate(sounds(str(path)))]
 
 
 def new_noises(sample_rate: int) -> list[tuple[str, np.ndarray]]:

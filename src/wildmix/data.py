@@ -578,11 +578,18 @@ def change_speed(x: np.ndarray, factor: float, sample_rate: int,
 
 def equalise(x: np.ndarray, sample_rate: int, rng: np.random.Generator,
              max_db: float = 8.0) -> np.ndarray:
-    """``x`` through a smooth random equaliser: gains in ``-max_db..max_db`` drawn at six
-    log-spaced frequencies (100 Hz to Nyquist), interpolated on a log-frequency axis."""
+    """``x`` through a smooth random equaliser (:func:`random_eq_db`)."""
     spectrum = np.fft.rfft(x.astype(np.float64))
-    freqs = np.fft.rfftfreq(len(x), 1.0 / sample_rate)
+    curve = random_eq_db(len(x), sample_rate, rng, max_db)
+    return np.fft.irfft(spectrum * 10 ** (curve / 20), len(x)).astype(np.float32)
+
+
+def random_eq_db(n: int, sample_rate: int, rng: np.random.Generator,
+                 max_db: float) -> np.ndarray:
+    """The dB curve of a smooth random equaliser on the ``rfft`` bins of ``n`` samples:
+    gains in ``-max_db..max_db`` drawn at six log-spaced frequencies (100 Hz to Nyquist),
+    interpolated on a log-frequency axis."""
+    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
     nodes = np.geomspace(100.0, sample_rate / 2, 6)
     gains_db = rng.uniform(-max_db, max_db, len(nodes))
-    curve = np.interp(np.log(np.maximum(freqs, 1.0)), np.log(nodes), gains_db)
-    return np.fft.irfft(spectrum * 10 ** (curve / 20), len(x)).astype(np.float32)
+    return np.interp(np.log(np.maximum(freqs, 1.0)), np.log(nodes), gains_db)

@@ -23,7 +23,7 @@ import torch
 
 from wildmix import audio
 from wildmix.corpus.library import Split
-from wildmix.data import Clip, _SegmentDataset, at_snr, read_crop
+from wildmix.data import Clip, _SegmentDataset, at_snr, random_eq_db, read_crop
 
 
 @dataclass(frozen=True)
@@ -75,13 +75,12 @@ def convolve(x: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 def response(n: int, sample_rate: int, rng: np.random.Generator, max_db: float = 10.0,
              cutoff: float | None = None) -> np.ndarray:
-    """A smooth random magnitude response on ``rfft`` bins of ``n`` samples: gains in
-    ``-max_db..max_db`` at six log-spaced frequencies, and a steep low-pass at ``cutoff``."""
-    f = np.fft.rfftfreq(n, 1.0 / sample_rate)
-    points = np.geomspace(100.0, sample_rate / 2, 6)
-    gains = rng.uniform(-max_db, max_db, 6) if max_db else np.zeros(6)
-    db = np.interp(np.log(np.maximum(f, 1.0)), np.log(points), gains)
+    """A magnitude response on ``rfft`` bins of ``n`` samples: the training equaliser's
+    (:func:`wildmix.data.random_eq_db`, none for ``max_db=0``), and a steep low-pass at
+    ``cutoff``."""
+    db = random_eq_db(n, sample_rate, rng, max_db) if max_db else np.zeros(n // 2 + 1)
     if cutoff is not None:
+        f = np.fft.rfftfreq(n, 1.0 / sample_rate)
         db = db - 60.0 / (1.0 + np.exp(-(f - cutoff) / 100.0))
     return 10 ** (db / 20)
 

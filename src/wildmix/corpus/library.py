@@ -75,7 +75,7 @@ def members(sound: Sound, base: str) -> list[tuple[str, str]]:
     elif sound.where.endswith(".cat"):
         path = os.path.join(base, sound.where)
         found = ([(f"{os.path.basename(path)}#{k}", f"{path}#{k}")
-                  for k in range(len(_opensfx(path)))] if os.path.isfile(path) else [])
+                  for k in range(len(opensfx(path)))] if os.path.isfile(path) else [])
     else:
         paths = sorted(glob.glob(os.path.join(base, sound.where), recursive=True))
         found = [(os.path.relpath(p, base), p) for p in paths
@@ -90,7 +90,7 @@ def _zip(path: str) -> zipfile.ZipFile:
 
 
 @functools.lru_cache(maxsize=4)
-def _opensfx(path: str) -> list[bytes]:
+def opensfx(path: str) -> list[bytes]:
     """The WAV files inside OpenTTD's sound catalogue: a table of (offset, size) pairs with
     the high bit set, then at each offset a name (its length in the first byte) and the
     WAV."""
@@ -116,7 +116,7 @@ def decode(locator: str) -> np.ndarray:
                             always_2d=True)
         elif ".cat#" in locator:
             path, k = locator.rsplit("#", 1)
-            x, sr = sf.read(io.BytesIO(_opensfx(path)[int(k)]), dtype="float32",
+            x, sr = sf.read(io.BytesIO(opensfx(path)[int(k)]), dtype="float32",
                             always_2d=True)
         else:
             x, sr = sf.read(locator, dtype="float32", always_2d=True)
