@@ -137,7 +137,7 @@ pretrained-causal: $(STAMP)
 
 # causal v2: causal v1 (committed as weights/causal-v1.safetensors) 6000 more steps on dynamic
 # mixing with the sound library, seed 6, best.pt by SI-SNRi on the library's valid set;
-# about 32 minutes on 2 CPU cores
+# about 35 minutes on 2 CPU cores
 pretrained-causal-v2: library
 	test -f $(DATA)/corpus-real/manifest.jsonl || \
 		$(PY) -m wildmix corpus build $(DATA)/corpus-real --size real
