@@ -84,3 +84,47 @@ def test_unknown_names():
         models.model_args("wavenet")
     with pytest.raises(ValueError, match="unknown preset"):
         models.model_args("stft", "huge")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_grow_keeps_the_function_then_trains_the_new_blocks(causal):
+    torch.manual_seed(0)
+    args = models.model_args("stft", "tiny", causal=causal)
+    small = models.build("stft", args)
+    for p in small.parameters():  # not an untrained identity-like model
+        p.data.add_(0.05 * torch.randn_like(p))
+    ckpt = {"model_name": "stft", "model_args": args, "state_dict": small.state_dict(),
+            "sample_rate": 16000}
+    grown_ckpt = models.grow(ckpt, 3)
+    assert grown_ckpt["model_args"]["blocks"] == args["blocks"] + 3
+    assert ckpt["model_args"]["blocks"] == args["blocks"]  # the original is untouched
+    grown = models.from_checkpoint(grown_ckpt)
+    assert models.n_parameters(grown) > models.n_parameters(small)
+    x = torch.randn(2, 8000)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x), small.eval()(x))
+    # one step on a loss moves the new blocks: they are not dead
+    grown.train()
+    grown(x)[:, 0].pow(2).mean().backward()
+    assert grown.net[-1].pointwise.weight.grad.abs().sum() > 0
+
+
+def test_grow_refuses_other_models():
+    args = models.model_args("tdcn", "tiny")
+    ckpt = {"model_name": "tdcn", "model_args": args,
+            "state_dict": models.build("tdcn", args).state_dict(), "sample_rate": 16000}
+    with pytest.raises(ValueError, match="only an stft model"):
+        models.grow(ckpt, 2)
+
+
+def test_grow_blocks_needs_an_init_model():
+    from wildmix.config import resolve
+    from wildmix.train import TrainConfig
+
+    with pytest.raises(ValueError, match="--grow-blocks adds blocks to the --init model"):
+        resolve(TrainConfig(data="x", strategy="supervised", clean="y", grow_blocks=2))
+    plan = resolve(TrainConfig(data="x", strategy="supervised", clean="y", init="default",
+                               grow_blocks=2))
+    shipped = models.load_checkpoint(models.pretrained_path("default"))
+    assert plan.model_args["blocks"] == shipped["model_args"]["blocks"] + 2
+    assert plan.init["model_args"] == plan.model_args

@@ -345,7 +345,10 @@ _TRAIN_NUMBERS = (  # (flag, type, help) of plain numeric training settings
                                "al.)"),
     ("--ema", float, "validate, choose and give an exponential moving average of the "
                      "weights with this decay; 0: the trained weights"),
-    ("--valid-every", int, ""), ("--workers", int, ""), ("--seed", int, ""))
+    ("--valid-every", int, ""), ("--workers", int, ""), ("--seed", int, ""),
+    ("--grow-blocks", int, "add this many residual blocks to the --init model (an stft "
+                           "tcn), each the identity at first: a larger model that starts "
+                           "where the smaller one stands"))
 
 
 def _add_train(commands) -> None:

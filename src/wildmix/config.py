@@ -132,6 +132,7 @@ class TrainConfig:
     # start from these weights (a run folder, a checkpoint or a shipped model's name, e.g.
     # "default"), whose model, outputs and sample rate the run takes: fine-tuning
     init: str | None = None
+    grow_blocks: int = 0  # add this many residual blocks to the init model (identity at first)
     # RemixIT: the teacher (a run folder or checkpoint) whose model the student copies
     teacher: str | None = None
     teacher_update: str = "ema"  # ema | replace | frozen
@@ -175,6 +176,10 @@ def resolve(config: TrainConfig) -> Plan:
     _check_choices(c)
     teacher = models.load_checkpoint(c.teacher) if c.strategy == "remixit" else None
     init = models.load_checkpoint(c.init) if c.init else None
+    if c.grow_blocks:
+        if not init:
+            raise ValueError("--grow-blocks adds blocks to the --init model: give --init")
+        init = models.grow(init, c.grow_blocks)
     for ckpt, role in ((teacher, "teacher"), (init, "init")):
         if ckpt:
             _adopt(c, ckpt, role)

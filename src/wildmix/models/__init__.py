@@ -53,6 +53,28 @@ def build(name: str, args: dict) -> nn.Module:
     return REGISTRY[name][0](**args)
 
 
+def grow(ckpt: dict, blocks: int) -> dict:
+    """``ckpt`` with ``blocks`` more residual blocks after its own (an ``stft`` model of
+    ``arch="tcn"``), each starting as the identity (its output convolution zero), so the
+    grown model computes what ``ckpt`` computes until training moves the new blocks."""
+    args = ckpt["model_args"]
+    if ckpt["model_name"] != "stft" or args.get("arch", "tcn") != "tcn":
+        raise ValueError(f"only an stft model with arch='tcn' can grow, not "
+                         f"{ckpt['model_name']} {args.get('arch', '')}".rstrip())
+    if blocks < 1:
+        raise ValueError(f"blocks to add must be >= 1, got {blocks}")
+    args = {**args, "blocks": args["blocks"] + blocks}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build("stft", args)
+    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    assert not unexpected and all(k.startswith("net.") for k in missing), (missing, unexpected)
+    for block in list(model.net)[-blocks:]:
+        nn.init.zeros_(block.pointwise.weight)
+        nn.init.zeros_(block.pointwise.bias)
+    return {**ckpt, "model_args": args, "state_dict": model.state_dict()}
+
+
 def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
