@@ -1,6 +1,7 @@
 """Inference real-time factor, training speed, and memory enhancing a 1-hour file.
 
     python benchmarks/bench_enhance.py [--threads 2] [--hour-minutes 60]
+    python benchmarks/bench_enhance.py --shipped [--threads 1]
 
 RTF = processing time / audio duration at 16 kHz, median of repeats, for each model and
 preset; training steps/s for batch 8 x 4 s with MixIT (M=3, exact search); peak resident
@@ -54,15 +55,38 @@ def _memory_child(path: str) -> None:
     print(time.perf_counter() - start, _peak_mb())
 
 
+def shipped(repeats: int) -> None:
+    """RTF of every shipped enhancement model on a 60-s input, as ``wildmix enhance`` runs
+    it (the Enhancer, 26 dB attenuation limit), median of ``repeats``."""
+    from wildmix.enhance import Enhancer
+
+    audio = np.random.default_rng(0).standard_normal(16000 * 60).astype(np.float32) * 0.1
+    print(f"| shipped model | parameters | blocks | causal | RTF ({torch.get_num_threads()} "
+          f"thread(s), median of {repeats}) |\n|---|---|---|---|---|")
+    for path in sorted(models.WEIGHTS_DIR.glob("*.safetensors")):
+        ckpt = models.load_checkpoint(path)
+        if ckpt.get("task", "enhance") != "enhance":
+            continue
+        enhancer = Enhancer(models.from_checkpoint(ckpt), ckpt["sample_rate"], device="cpu")
+        rtf = _median_time(lambda e=enhancer: e.enhance(audio, 16000), repeats) / 60.0
+        args = ckpt["model_args"]
+        print(f"| {path.stem} | {models.n_parameters(enhancer.model):,d} | {args['blocks']} | "
+              f"{'yes' if args.get('causal') else 'no'} | {rtf:.4f} |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--hour-minutes", type=float, default=60.0,
                         help="length of the long file (default: one hour)")
+    parser.add_argument("--shipped", action="store_true",
+                        help="only the RTF of the shipped enhancement models")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.shipped:
+        return shipped(args.repeats)
     if args.memory_child:
         return _memory_child(args.memory_child)
 
