@@ -81,6 +81,27 @@ def test_real_model_chunked_close_to_whole():
     assert err < 0.05
 
 
+def test_shifts_average_the_outputs_of_delayed_inputs():
+    from wildmix import models
+
+    torch.manual_seed(0)
+    model = models.build("stft", models.model_args("stft", "tiny")).eval()  # hop 128
+    x = (torch.randn(16000) * 0.1).numpy()
+    with torch.no_grad():  # the oracle: the model by hand on x and on x delayed by 64
+        own = model(torch.from_numpy(x)[None])[0, 0].numpy()
+        late = model(torch.nn.functional.pad(torch.from_numpy(x), (64, 0))[None])[0, 0]
+    expected = (own + late[64:].numpy()) / 2
+    once = Enhancer(model, 16000, device="cpu", atten_lim_db=math.inf).enhance(x, 16000)
+    twice = Enhancer(model, 16000, device="cpu", atten_lim_db=math.inf,
+                     shifts=2).enhance(x, 16000)
+    np.testing.assert_allclose(once, own, atol=1e-5)
+    np.testing.assert_allclose(twice, expected, atol=1e-5)
+    assert np.abs(twice - once).max() > 1e-4  # the frame grid matters to this model
+    for bad in ({"shifts": 0}, {"shifts": 2, "task": "separate"}):
+        with pytest.raises(ValueError, match="shifts must be"):
+            Enhancer(model, 16000, device="cpu", **bad)
+
+
 def test_file_streaming_matches_arrays(tmp_path):
     enhancer = Enhancer(Gain(), 16000, chunk_seconds=1.0, overlap_seconds=0.2, device="cpu")
     t = np.arange(44100 * 3) / 44100

@@ -100,7 +100,8 @@ def _enhance(args) -> int:
     model, inputs = enhance.model_and_inputs(args.model, args.paths)
     enhancer = enhance.Enhancer.from_checkpoint(model, chunk_seconds=args.chunk_seconds,
                                                 device=args.device,
-                                                atten_lim_db=args.atten_lim_db)
+                                                atten_lim_db=args.atten_lim_db,
+                                                shifts=args.shifts)
     with folder_lock(args.out, "enhance"):
         jobs = enhance.plan_jobs(inputs, args.out, args.task or enhancer.task,
                                  enhancer.n_sources, write_noise=args.write_noise)
@@ -227,7 +228,7 @@ def _evaluate(args) -> int:
     methods = evaluate.methods(args.data, models=args.model, enhanced=args.enhanced,
                                baselines=args.baseline, device=args.device,
                                lone_share=args.lone_share, coherence=args.coherence,
-                               atten_lim_db=args.atten_lim_db)
+                               atten_lim_db=args.atten_lim_db, shifts=args.shifts)
     results = evaluate.evaluate(args.data, methods, metrics=metrics, limit=args.limit,
                                 keep_outputs=args.examples, progress=not args.no_progress)
     paths = results.save(args.out, examples=args.examples)
@@ -584,6 +585,7 @@ def _add_enhance(commands) -> None:
                     help="separate: write every output (default: the model's task)")
     en.add_argument("--write-noise", action="store_true", help="also write NAME_noise.wav")
     _add_atten_lim(en)
+    _add_shifts(en)
     _add_block_options(en)
     en.set_defaults(func=_enhance)
 
@@ -619,6 +621,7 @@ def _add_evaluate(commands) -> None:
                     help="files with spectrograms and audio in the report "
                          "(default: %(default)s)")
     _add_atten_lim(ev)
+    _add_shifts(ev)
     _add_merging(ev)
     ev.add_argument("--device")
     ev.add_argument("--no-progress", action="store_true")
@@ -647,6 +650,13 @@ def _add_atten_lim(parser) -> None:
                         help="enhancement: keep the input this far below the speech, an "
                              "attenuation limit (inf: none, 0: the input; default: "
                              "%(default)s)")
+
+
+def _add_shifts(parser) -> None:
+    parser.add_argument("--shifts", type=int, default=1,
+                        help="enhancement: average the model's outputs over this many "
+                             "offsets of the input within one STFT hop (that many times "
+                             "the work; default: %(default)s)")
 
 
 def _add_merging(parser) -> None:

@@ -37,6 +37,9 @@ def input_share(atten_lim_db: float) -> float:
 class Enhancer:
     """Speech enhancement (or separation) with a trained model.
 
+    ``shifts`` > 1 averages the outputs of the input delayed by that many offsets within one
+    STFT hop (``shifts`` times the work; enhancement only).
+
     To enhance, the speech output keeps the input ``atten_lim_db`` below it (an attenuation
     limit: output 0 becomes ``s + f (x - s)`` with ``f = 10^(-atten_lim_db / 20)``, the
     other outputs are scaled by ``1 - f``, so the outputs still sum to the input); ``inf``
@@ -50,7 +53,8 @@ class Enhancer:
     def __init__(self, model: torch.nn.Module, sample_rate: int, task: str = "enhance",
                  chunk_seconds: float = CHUNK_SECONDS, overlap_seconds: float = 1.0,
                  device: str | torch.device | None = None, lone_share: float = LONE_SHARE,
-                 coherence: float = COHERENCE, atten_lim_db: float = ATTEN_LIM_DB):
+                 coherence: float = COHERENCE, atten_lim_db: float = ATTEN_LIM_DB,
+                 shifts: int = 1):
         if overlap_seconds * 2 >= chunk_seconds:
             raise ValueError("overlap must be less than half the chunk length")
         if not 0.5 < lone_share <= 1.0:
@@ -59,6 +63,10 @@ class Enhancer:
             raise ValueError(f"coherence must be in (0, 1], got {coherence}")
         self.lone_share, self.coherence = lone_share, coherence  # separation: merge_plan
         self.floor = input_share(atten_lim_db)  # enhancement
+        if shifts < 1 or (shifts > 1 and task != "enhance"):
+            raise ValueError(f"shifts must be >= 1, and 1 to separate (the outputs of "
+                             f"shifted inputs would need matching), got {shifts}")
+        self.shifts = shifts
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.sample_rate, self.task = sample_rate, task
@@ -176,7 +184,7 @@ class Enhancer:
                       for ch in range(block.shape[1])])  # (C, n')
         if x.shape[1] < 2 * getattr(self.model, "n_fft", 32):  # too short for the STFT
             x = np.pad(x, ((0, 0), (0, 2 * getattr(self.model, "n_fft", 32) - x.shape[1])))
-        y = self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()  # (C, M, n')
+        y = self._outputs(x)  # (C, M, n')
         if self.task == "enhance" and self.floor:
             y *= 1 - self.floor
             y[:, 0] += self.floor * x
@@ -184,6 +192,17 @@ class Enhancer:
             audio.fit_length(audio.resample(y[c, m], self.sample_rate, sample_rate), n)
             for m in range(y.shape[1])]) for c in range(y.shape[0])])
         return out  # (C, M, n)
+
+    def _outputs(self, x: np.ndarray) -> np.ndarray:
+        """``(C, n)`` -> ``(C, M, n)``: the model's outputs, averaged over ``shifts`` offsets
+        of the input spread over one STFT hop (the frame grid), as demucs's ``shifts``."""
+        hop = getattr(self.model, "hop", 1)
+        total = 0.0
+        for k in range(self.shifts):
+            s = k * hop // self.shifts
+            shifted = torch.from_numpy(np.pad(x, ((0, 0), (s, 0)))).to(self.device)
+            total = total + self.model(shifted).float().cpu().numpy()[..., s:]
+        return total / self.shifts
 
     def _stream(self, blocks: Iterator[np.ndarray], length: int, sample_rate: int
                 ) -> Iterator[np.ndarray]:
