@@ -102,6 +102,29 @@ def test_shifts_average_the_outputs_of_delayed_inputs():
             Enhancer(model, 16000, device="cpu", **bad)
 
 
+def test_a_model_file_carries_its_shifts(tmp_path):
+    from wildmix import models
+    from wildmix.cli import main
+
+    torch.manual_seed(0)
+    args = models.model_args("stft", "tiny")
+    ckpt = {"format": models.FORMAT, "model_name": "stft", "model_args": args,
+            "state_dict": models.build("stft", args).state_dict(), "sample_rate": 16000}
+    torch.save(ckpt, tmp_path / "run.pt")
+    assert main(["export", str(tmp_path / "run.pt"), "--out", str(tmp_path / "two.safetensors"),
+                 "--shifts", "2"]) == 0
+    models.export_run(tmp_path / "run.pt", tmp_path / "one.safetensors")
+    assert Enhancer.from_checkpoint(tmp_path / "one.safetensors").shifts == 1
+    assert Enhancer.from_checkpoint(tmp_path / "two.safetensors").shifts == 2
+    assert Enhancer.from_checkpoint(tmp_path / "two.safetensors", shifts=1).shifts == 1
+    x = (torch.randn(16000) * 0.1).numpy()
+    own = Enhancer.from_checkpoint(tmp_path / "two.safetensors").enhance(x, 16000)
+    asked = Enhancer.from_checkpoint(tmp_path / "one.safetensors", shifts=2).enhance(x, 16000)
+    np.testing.assert_allclose(own, asked, atol=1e-6)
+    with pytest.raises(ValueError, match="shifts must be"):
+        models.export_run(tmp_path / "run.pt", tmp_path / "zero.safetensors", shifts=0)
+
+
 def test_file_streaming_matches_arrays(tmp_path):
     enhancer = Enhancer(Gain(), 16000, chunk_seconds=1.0, overlap_seconds=0.2, device="cpu")
     t = np.arange(44100 * 3) / 44100

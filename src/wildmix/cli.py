@@ -174,7 +174,7 @@ def _export(args) -> int:
               f"per call, state as inputs/outputs {', '.join(stream.STATE_NAMES)}; latency "
               f"{info['latency_ms']:.1f} ms; from {info['source']}")
         return 0
-    info = models.export_run(args.run, args.out)
+    info = models.export_run(args.run, args.out, shifts=args.shifts or 1)
     print(f"wrote {args.out} ({info['megabytes']:.1f} MB, {info['parameters']} parameters) "
           f"from {info['source']}; sha256 {info['sha256']}")
     return 0
@@ -504,6 +504,9 @@ def _add_export(commands) -> None:
     ex.add_argument("--out", required=True, help="output .safetensors or .onnx file")
     ex.add_argument("--format", choices=("safetensors", "onnx"),
                     help="default: from --out's suffix")
+    ex.add_argument("--shifts", type=int,
+                    help="safetensors: the shifts that wildmix enhance uses with this model "
+                         "unless told otherwise (default: 1; see wildmix enhance --help)")
     ex.set_defaults(func=_export)
 
 
@@ -653,10 +656,10 @@ def _add_atten_lim(parser) -> None:
 
 
 def _add_shifts(parser) -> None:
-    parser.add_argument("--shifts", type=int, default=1,
+    parser.add_argument("--shifts", type=int,
                         help="enhancement: average the model's outputs over this many "
                              "offsets of the input within one STFT hop (that many times "
-                             "the work; default: %(default)s)")
+                             "the work; default: the model file's own, else 1)")
 
 
 def _add_merging(parser) -> None:

@@ -75,9 +75,11 @@ class Enhancer:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs) -> Enhancer:
         """Load ``best.pt`` (else ``last.pt``) of a run folder, or a checkpoint file; the
-        task is the checkpoint's unless given."""
+        task and ``shifts`` are the checkpoint's unless given."""
         ckpt = models.load_checkpoint(path)
         kwargs.setdefault("task", ckpt.get("task", "enhance"))
+        if kwargs.get("shifts") is None:  # the model file's own, else 1
+            kwargs["shifts"] = models.default_shifts(ckpt) if kwargs["task"] == "enhance" else 1
         return cls(models.from_checkpoint(ckpt), ckpt["sample_rate"], **kwargs)
 
     @classmethod

@@ -132,6 +132,15 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return ckpt
 
 
+def default_shifts(ckpt: dict) -> int:
+    """The shifts a shipped model's file asks for (``wildmix export --shifts``), else 1."""
+    try:
+        return max(1, int((ckpt.get("metadata") or {}).get("shifts", 1)))
+    except ValueError:
+        raise CheckpointError(f"{ckpt.get('path', 'checkpoint')}: bad shifts metadata") \
+            from None
+
+
 def from_checkpoint(ckpt: dict) -> nn.Module:
     model = build(ckpt["model_name"], ckpt["model_args"])
     try:
@@ -190,9 +199,10 @@ def _load_safetensors(path: Path) -> dict:
             "path": str(path)}
 
 
-def export_run(source: str | os.PathLike, out: str | os.PathLike) -> dict:
+def export_run(source: str | os.PathLike, out: str | os.PathLike, shifts: int = 1) -> dict:
     """Export a run (its best.pt) or checkpoint as ``out`` (.safetensors) with provenance
-    (source file, step, strategy, seed, wildmix version) in its header.
+    (source file, step, strategy, seed, wildmix version) in its header, and the ``shifts``
+    that :class:`wildmix.enhance.Enhancer` uses for it unless told otherwise.
 
     Returns:
         ``{"source", "sha256", "megabytes", "parameters"}``.
@@ -201,12 +211,14 @@ def export_run(source: str | os.PathLike, out: str | os.PathLike) -> dict:
 
     if not str(out).endswith(".safetensors"):
         raise ValueError(f"{out}: the output name must end in .safetensors")
+    if shifts < 1:
+        raise ValueError(f"shifts must be >= 1, got {shifts}")
     ckpt = load_checkpoint(source)
     config = ckpt.get("train_config") or {}
     provenance = {"source": Path(ckpt["path"]).name, "step": ckpt.get("step", ""),
                   "strategy": config.get("strategy", ""), "seed": config.get("seed", ""),
                   "wildmix": (ckpt.get("versions") or {}).get("wildmix", "")}
-    export_safetensors(ckpt, out, **provenance)
+    export_safetensors(ckpt, out, **provenance, **({"shifts": shifts} if shifts > 1 else {}))
     data = Path(out).read_bytes()
     return {"source": ckpt["path"], "sha256": hashlib.sha256(data).hexdigest(),
             "megabytes": len(data) / 1e6, "parameters": n_parameters(from_checkpoint(ckpt))}
