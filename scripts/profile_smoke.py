@@ -137,7 +137,8 @@ def run(profile: str, work: Path) -> Smoke:
               "--out", never, "--select", "dnsmos"),
              ("onnx", "export --format onnx", "export", "causal", "--out", never / "x.onnx"),
              ("onnx", "stream --engine onnx", "stream", "--engine", "onnx",
-              next((corpus / "test" / "noisy").glob("*.wav")), never / "x.wav"),
+              next((corpus / "test" / "noisy").glob("*.wav"), corpus / "missing.wav"),
+              never / "x.wav"),
              ("corpus", "corpus build --size real", "corpus", "build", never, "--size", "real"),
              ("live", "stream --soundcard", "stream", "--soundcard", "--seconds", 1),
              ("serve", "serve", "serve", "--port", 0)]

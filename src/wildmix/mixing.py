@@ -89,10 +89,20 @@ def response(n: int, sample_rate: int, rng: np.random.Generator, max_db: float =
 def filtered(x: np.ndarray, gains: np.ndarray) -> np.ndarray:
     """``x`` through the magnitude response ``gains`` (single precision: the loader's
     transforms cost a third of numpy's double-precision ones)."""
-    from scipy import fft
-
+    fft = _fft()
     x = np.asarray(x, np.float32)
     return fft.irfft(fft.rfft(x) * gains, len(x)).astype(np.float32, copy=False)
+
+
+def _fft():
+    """``scipy.fft`` (single precision for single-precision input) where SciPy is installed;
+    else ``numpy.fft`` (double precision): the built-in corpus draws :func:`stationary`
+    noise in the core install too, which has no SciPy."""
+    try:
+        from scipy import fft
+    except ImportError:
+        return np.fft
+    return fft
 
 
 def mu_law(x: np.ndarray, bits: int = 8) -> np.ndarray:
@@ -116,8 +126,7 @@ def stationary(kind: str, n: int, sample_rate: int, rng: np.random.Generator) ->
         x = sum(rng.uniform(0.1, 1.0) / k * np.sin(2 * np.pi * base * k * t + rng.uniform(0, 6.3))
                 for k in range(1, 8))
         return (x + 0.05 * rng.standard_normal(n)).astype(np.float32)
-    from scipy import fft
-
+    fft = _fft()
     spectrum = fft.rfft(rng.standard_normal(n).astype(np.float32))
     f = np.fft.rfftfreq(n, 1.0 / sample_rate).astype(np.float32)
     f[0] = f[1]
