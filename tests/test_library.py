@@ -192,6 +192,32 @@ def test_train_mixes_speech_with_the_library_on_the_fly(packages, tmp_path, monk
     assert not (tmp_path / "none").exists()
 
 
+def test_train_draws_the_snr_from_mix_snr_db(packages, tmp_path, monkeypatch, capsys):
+    from wildmix.cli import main
+
+    root, sounds = packages
+    lib = library.build(tmp_path / "lib", [str(root)], workers=1, progress=False,
+                        sounds=sounds)
+    monkeypatch.setattr(catalogue, "LIBRARY", sounds)
+    speech = tmp_path / "speech"
+    speech.mkdir()
+    sf.write(speech / "s.wav", _tone(200, 2.0, 16000), 16000)
+    drawn, mix = [], mixing.mix
+
+    def recording_mix(*args, **kwargs):
+        x, s, info = mix(*args, **kwargs)
+        drawn.append(info["snr_db"])
+        return x, s, info
+
+    monkeypatch.setattr(mixing, "mix", recording_mix)
+    argv = ["train", "--supervised", "--speech", str(speech), "--noise", str(lib), "--preset",
+            "tiny", "--max-steps", "3", "--batch-size", "4", "--workers", "0", "--no-progress"]
+    assert main(argv + ["--mix-snr-db", "4", "6", "--out", str(tmp_path / "run")]) == 0
+    assert len(drawn) >= 12 and all(4 <= v <= 6 for v in drawn)
+    assert main(argv + ["--mix-snr-db", "6", "4", "--out", str(tmp_path / "bad")]) == 2
+    assert "--mix-snr-db needs LOW < HIGH" in capsys.readouterr().err
+
+
 def test_render_writes_paired_files_with_their_true_snr(packages, tmp_path, monkeypatch):
     root, sounds = packages
     lib = library.build(tmp_path / "lib", [str(root)], workers=1, progress=False,

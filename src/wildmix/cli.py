@@ -81,7 +81,7 @@ def _train(args) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     if args.supervised:
         overrides["strategy"] = "supervised"
-    for key in ("relative_gain_db", "augment_speed"):
+    for key in ("relative_gain_db", "augment_speed", "mix_snr_db"):
         if key in overrides:
             overrides[key] = tuple(overrides[key])
     summary = train(TrainConfig(**overrides), progress=not args.no_progress)
@@ -420,6 +420,8 @@ def _add_train(commands) -> None:
     opt("--augment-noise", "supervised --augment: probability that the noise too is changed "
                            "(speed, EQ, a second noise), for kinds of noise unlike the "
                            "training ones", type=float)
+    opt("--mix-snr-db", "--noise a sound library: SNR range of dynamic mixing, dB (default: "
+                        "-10 20)", type=float, nargs=2, metavar=("LOW", "HIGH"))
     opt("--relative-gain-db", "level of the second mixture, dB (default: -25 0 to enhance, "
                               "-5 5 to separate)", type=float, nargs=2)
     opt("--device")

@@ -101,6 +101,8 @@ class TrainConfig:
     # supervised --augment: probability that the noise too is changed (speed, EQ, a second
     # noise), for kinds of noise unlike the training ones
     augment_noise: float = 0.0
+    # dynamic mixing (--noise a sound library): the range of the SNR drawn for each example
+    mix_snr_db: tuple[float, float] = (-10.0, 20.0)
     # level of the second mixture relative to the first, in dB. Default for enhance:
     # (-25, 0), the noise-only mixture 0 to 25 dB below the noisy one, where the noise inside
     # noisy recordings lies; louder draws teach "remove the loud noise, keep the quiet one
@@ -257,6 +259,7 @@ def _fill_defaults(c: TrainConfig) -> None:
         c.overlap = 30.0 if c.strategy == "mixit" and c.task == "enhance" else 0.0
     c.relative_gain_db = tuple(c.relative_gain_db)
     c.augment_speed = tuple(c.augment_speed)
+    c.mix_snr_db = tuple(c.mix_snr_db)
 
 
 def _selection(c: TrainConfig) -> str | None:
@@ -301,6 +304,9 @@ def _check_combination(c: TrainConfig) -> None:
     if c.augment and c.strategy == "remixit" and not c.speech:
         raise ValueError("--augment is for --supervised and MixIT training (RemixIT takes its "
                          "targets from the teacher; with --speech it changes that speech)")
+    if not c.mix_snr_db[0] < c.mix_snr_db[1]:
+        raise ValueError(f"--mix-snr-db needs LOW < HIGH, got {c.mix_snr_db[0]:g} "
+                         f"{c.mix_snr_db[1]:g}")
     if not 0 <= c.augment_noise <= 1:
         raise ValueError(f"--augment-noise must be a probability, got {c.augment_noise}")
     if c.augment_noise and not (c.augment and c.strategy == "supervised" and c.clean):

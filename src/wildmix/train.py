@@ -287,7 +287,8 @@ def _train_set(c: TrainConfig, total_examples: int):
         log.info("dynamic mixing: clean speech %s (%s) with the sound library %s",
                  c.speech, speech.summary(), c.noise)
         return (mixing.DynamicMixDataset(speech.clips, c.noise, "train", c.sample_rate,
-                                         c.segment_seconds, total_examples, seed=c.seed),
+                                         c.segment_seconds, total_examples, seed=c.seed,
+                                         mixing=mixing.Mixing(snr_db=c.mix_snr_db)),
                 speech.clips, None, [])
     index = wdata.index_folder(c.data)
     log.info("recordings %s: %s", c.data, index.summary())
