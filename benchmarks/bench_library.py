@@ -2,7 +2,7 @@
 
     python benchmarks/bench_library.py --build         # decode the catalogue (make library)
     python benchmarks/bench_library.py --render        # the valid and test sets
-    python benchmarks/bench_library.py --loader [--steps 300]   # dynamic mixing vs rendered
+    python benchmarks/bench_library.py --loader [--steps 300] [--init v4]  # dynamic vs rendered
     python benchmarks/bench_library.py --split valid MODEL...   # for decisions
     python benchmarks/bench_library.py --split test MODEL...    # once, at the end
 
@@ -11,9 +11,10 @@ never train) with the library's valid and test packages (whole packages that nev
 at -5..15 dB (``mixing.EVAL_MIXING``). The quality tables put every pretrained peer beside
 the models, overall, per kind of noise, per input-SNR band and per voice.
 
-The loader benchmark trains the shipped model's architecture for ``--steps`` steps on
-dynamic mixing and on pre-rendered items (the `real` corpus's noisy/clean pairs),
-alternately, twice each, and prints the median steps/s of each and their ratio.
+The loader benchmark trains a shipped model (``--init``, default the `default`) for
+``--steps`` steps on dynamic mixing and on pre-rendered items (the `real` corpus's
+noisy/clean pairs), alternately, twice each, and prints the median steps/s of each and
+their ratio.
 """
 
 from __future__ import annotations
@@ -109,8 +110,9 @@ def table(results: dict, manifest: dict, key, title: str) -> None:
             print(f"| {method} | " + " | ".join(cells) + " |")
 
 
-def loader(steps: int) -> None:
-    """Median steps/s of training on dynamic mixing and on pre-rendered pairs."""
+def loader(steps: int, init: str) -> None:
+    """Median steps/s of training ``init``'s architecture (from its weights) on dynamic mixing
+    and on pre-rendered pairs."""
     setups = {
         "dynamic mixing (library)": ["--speech", str(REAL / "train" / "clean"), "--noise",
                                      str(CACHE)],
@@ -123,7 +125,7 @@ def loader(steps: int) -> None:
             out = Path("runs") / f"bench-loader-{round_}-{len(speeds[name])}"
             shutil.rmtree(out, ignore_errors=True)
             start = time.perf_counter()
-            cli(["train", "--supervised", *flags, "--init", "default", "--max-steps",
+            cli(["train", "--supervised", *flags, "--init", init, "--max-steps",
                  str(steps), "--valid-every", str(10 * steps), "--select", "none",
                  "--out", str(out), "--no-progress"])
             logged = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
@@ -132,7 +134,8 @@ def loader(steps: int) -> None:
             print(f"{name}: {speeds[name][-1]:.2f} steps/s "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
             shutil.rmtree(out, ignore_errors=True)
-    print(f"\n| loader | steps/s (batch 8 x 4 s, {steps} steps, median of 2) |\n|---|---|")
+    print(f"\n| loader | steps/s ({init}, batch 8 x 4 s, {steps} steps, median of 2) |"
+          "\n|---|---|")
     medians = {name: statistics.median(v) for name, v in speeds.items()}
     for name, value in medians.items():
         print(f"| {name} | {value:.2f} ({', '.join(f'{v:.2f}' for v in speeds[name])}) |")
@@ -146,6 +149,8 @@ def main() -> None:
     parser.add_argument("--render", action="store_true")
     parser.add_argument("--loader", action="store_true")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--init", default="default",
+                        help="the model whose architecture --loader trains (default: default)")
     parser.add_argument("--split", choices=("valid", "test"))
     parser.add_argument("--limit", type=int)
     parser.add_argument("models", nargs="*", default=["default", "causal"])
@@ -155,7 +160,7 @@ def main() -> None:
     if args.render:
         render()
     if args.loader:
-        loader(args.steps)
+        loader(args.steps, args.init)
     if args.split:
         quality(args.split, args.models, args.limit)
 

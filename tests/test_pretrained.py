@@ -132,7 +132,8 @@ def test_shipped_model_checksum_matches_the_model_card():
     ("v2", "39a4a76a4a247219176b11b1567e4fbed8510d3c04a4e7d50b0382efc63c9efb"),
     ("v3", "d5352010beb775a37f352a535ad5625309ba3a342643236344d36bccd2015224"),
     ("v4", "c5ea5cd8b81dbe8ad867a993a60febda993289f885a9e3fc0fe8867381d04246"),
-    ("causal-v1", "dd94884e1d60b409d7e60029a1ad313d3e05862d3a28bcb922677359bc07fc89")])
+    ("causal-v1", "dd94884e1d60b409d7e60029a1ad313d3e05862d3a28bcb922677359bc07fc89"),
+    ("causal-v2", "c952357574e3c42586ab15d4c981b94d8982cb4ce6bc3759d0d2187de490ef94")])
 def test_earlier_shipped_models_kept(name, digest):
     """The earlier shipped models stay in the package under their names ("v1" to "v4"), the
     baselines of newer ones, byte for byte as they were shipped."""

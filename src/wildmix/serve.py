@@ -45,7 +45,7 @@ log = logging.getLogger("wildmix")
 
 WEB = Path(__file__).parent / "web"
 # enhancement models in wildmix/weights
-SHIPPED = ("default", "causal", "v4", "v3", "v2", "v1", "causal-v1")
+SHIPPED = ("default", "causal", "v4", "v3", "v2", "v1", "causal-v2", "causal-v1")
 MAX_SECONDS = 600.0  # longest audio /api/enhance takes (10 minutes)
 ADAPT_MINUTES = (1.0, 60.0)  # the range of an adaptation's budget from the page
 JOB_FILE = "web-job.json"  # marks a run folder as an adaptation started from the page
