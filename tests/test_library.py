@@ -168,17 +168,23 @@ def test_dynamic_items_are_fresh_finite_and_reproducible(packages, tmp_path, mon
     assert not np.array_equal(items[3].numpy(), ds[3].numpy())
 
 
-def test_train_mixes_speech_with_the_library_on_the_fly(packages, tmp_path, monkeypatch):
-    from wildmix.cli import main
-
+def _library_and_speech(packages, tmp_path, monkeypatch, files: int):
+    """A built library of the test packages, and a folder of ``files`` 2-s tones."""
     root, sounds = packages
     lib = library.build(tmp_path / "lib", [str(root)], workers=1, progress=False,
                         sounds=sounds)
     monkeypatch.setattr(catalogue, "LIBRARY", sounds)
     speech = tmp_path / "speech"
     speech.mkdir()
-    for k in range(3):
+    for k in range(files):
         sf.write(speech / f"s{k}.wav", _tone(200 + 50 * k, 2.0, 16000), 16000)
+    return lib, speech
+
+
+def test_train_mixes_speech_with_the_library_on_the_fly(packages, tmp_path, monkeypatch):
+    from wildmix.cli import main
+
+    lib, speech = _library_and_speech(packages, tmp_path, monkeypatch, 3)
     out = tmp_path / "run"
     assert main(["train", "--supervised", "--speech", str(speech), "--noise", str(lib),
                  "--preset", "tiny", "--max-steps", "3", "--batch-size", "2",
@@ -195,13 +201,7 @@ def test_train_mixes_speech_with_the_library_on_the_fly(packages, tmp_path, monk
 def test_train_draws_the_snr_from_mix_snr_db(packages, tmp_path, monkeypatch, capsys):
     from wildmix.cli import main
 
-    root, sounds = packages
-    lib = library.build(tmp_path / "lib", [str(root)], workers=1, progress=False,
-                        sounds=sounds)
-    monkeypatch.setattr(catalogue, "LIBRARY", sounds)
-    speech = tmp_path / "speech"
-    speech.mkdir()
-    sf.write(speech / "s.wav", _tone(200, 2.0, 16000), 16000)
+    lib, speech = _library_and_speech(packages, tmp_path, monkeypatch, 1)
     drawn, mix = [], mixing.mix
 
     def recording_mix(*args, **kwargs):
