@@ -14,7 +14,7 @@ RUN    ?= runs/demo
 ADAPT_ARGS ?= --teacher default
 
 .PHONY: install debs-tiny debs corpus test test-profiles test-browser profiles lint bench bench-quality bench-curve bench-reliability \
-	bench-stream bench-serve bench-adapt bench-separate bench-library library demo pretrained pretrained-v4 pretrained-v5 pretrained-causal pretrained-causal-v2 pretrained-causal-v3 \
+	bench-stream bench-serve bench-adapt bench-separate bench-library library library-sets demo pretrained pretrained-v4 pretrained-v5 pretrained-causal pretrained-causal-v2 pretrained-causal-v3 \
 	pretrained-separate clean
 
 install: $(STAMP)
@@ -49,13 +49,18 @@ library: $(STAMP)
 		$$($(PY) -m wildmix corpus library show --packages-only)
 	$(PY) -m wildmix corpus library build $(LIBRARY)/cache --packages $(LIBRARY)/packages
 
-# quality on noise no model trained on (leave-packages-out test split), the loader's speed
-bench-library: library
+# the `real` corpus's valid and test voices mixed with the library's valid and test packages
+library-sets: library
 	test -f $(DATA)/corpus-real/manifest.jsonl || \
 		$(PY) -m wildmix corpus build $(DATA)/corpus-real --size real
-	test -d $(LIBRARY)/test-set || $(PY) benchmarks/bench_library.py --render
+	test -d $(LIBRARY)/valid-set -a -d $(LIBRARY)/test-set || \
+		$(PY) benchmarks/bench_library.py --render
+
+# quality on noise no model trained on (leave-packages-out test split; the README's tables),
+# the loader's speed
+bench-library: library-sets
 	$(PY) benchmarks/bench_library.py --loader
-	$(PY) benchmarks/bench_library.py --split test default causal
+	$(PY) benchmarks/bench_library.py --split test default v4 causal causal-v2
 
 # the main job end to end: corpus -> the shipped model enhances the test split (seconds) ->
 # `wildmix adapt` on the unlabeled training recordings (RemixIT, bounded budget) -> both
@@ -110,10 +115,7 @@ pretrained: $(STAMP)
 # v4: v3 (committed as weights/v3.safetensors) 8000 more steps on dynamic mixing of the
 # 'real' corpus's clean training speech with the sound library (make library), seed 5,
 # best.pt by SI-SNRi on the library's valid set (packages that never train); about 35 minutes
-pretrained-v4: library
-	test -f $(DATA)/corpus-real/manifest.jsonl || \
-		$(PY) -m wildmix corpus build $(DATA)/corpus-real --size real
-	test -d $(LIBRARY)/valid-set || $(PY) benchmarks/bench_library.py --render
+pretrained-v4: library-sets
 	$(PY) -m wildmix train --supervised --speech $(DATA)/corpus-real/train/clean \
 		--noise $(LIBRARY)/cache --valid $(LIBRARY)/valid-set --init v3 --seed 5 \
 		--max-steps 8000 --valid-every 1000 --out $(PRETRAINED_RUN)-v4
@@ -124,10 +126,7 @@ pretrained-v4: library
 # identity at first), then trained on the same dynamic mixing, seed 7; the shipped weights
 # come from a 45-minute run (5827 steps; best.pt at step 4000 by the library's valid set),
 # this target runs the same cosine schedule by steps; exported with shifts 2 (chosen on valid)
-pretrained-v5: library
-	test -f $(DATA)/corpus-real/manifest.jsonl || \
-		$(PY) -m wildmix corpus build $(DATA)/corpus-real --size real
-	test -d $(LIBRARY)/valid-set || $(PY) benchmarks/bench_library.py --render
+pretrained-v5: library-sets
 	$(PY) -m wildmix train --supervised --speech $(DATA)/corpus-real/train/clean \
 		--noise $(LIBRARY)/cache --valid $(LIBRARY)/valid-set --init v4 --grow-blocks 6 \
 		--seed 7 --max-steps 5800 --valid-every 1000 --out $(PRETRAINED_RUN)-v5
@@ -153,10 +152,7 @@ pretrained-causal: $(STAMP)
 # causal v2: causal v1 (committed as weights/causal-v1.safetensors) 6000 more steps on dynamic
 # mixing with the sound library, seed 6, best.pt by SI-SNRi on the library's valid set;
 # about 35 minutes on 2 CPU cores
-pretrained-causal-v2: library
-	test -f $(DATA)/corpus-real/manifest.jsonl || \
-		$(PY) -m wildmix corpus build $(DATA)/corpus-real --size real
-	test -d $(LIBRARY)/valid-set || $(PY) benchmarks/bench_library.py --render
+pretrained-causal-v2: library-sets
 	$(PY) -m wildmix train --supervised --speech $(DATA)/corpus-real/train/clean \
 		--noise $(LIBRARY)/cache --valid $(LIBRARY)/valid-set --init causal-v1 --seed 6 \
 		--max-steps 6000 --valid-every 1000 --out $(PRETRAINED_RUN)-causal-v2
@@ -168,10 +164,7 @@ pretrained-causal-v2: library
 # grown by 6 residual blocks (each the identity at first), then trained on the same dynamic
 # mixing, seed 8; the shipped weights come from a 45-minute run (4709 steps; best.pt at step
 # 4000 by the library's valid set), this target runs the same cosine schedule by steps
-pretrained-causal-v3: library
-	test -f $(DATA)/corpus-real/manifest.jsonl || \
-		$(PY) -m wildmix corpus build $(DATA)/corpus-real --size real
-	test -d $(LIBRARY)/valid-set || $(PY) benchmarks/bench_library.py --render
+pretrained-causal-v3: library-sets
 	$(PY) -m wildmix train --supervised --speech $(DATA)/corpus-real/train/clean \
 		--noise $(LIBRARY)/cache --valid $(LIBRARY)/valid-set --init causal-v2 --grow-blocks 6 \
 		--seed 8 --max-steps 4700 --valid-every 1000 --out $(PRETRAINED_RUN)-causal-v3
