@@ -102,7 +102,7 @@ def test_shifts_average_the_outputs_of_delayed_inputs():
             Enhancer(model, 16000, device="cpu", **bad)
 
 
-def test_a_model_file_carries_its_shifts(tmp_path):
+def test_a_model_file_carries_its_shifts(tmp_path, capsys):
     from wildmix import models
     from wildmix.cli import main
 
@@ -123,6 +123,14 @@ def test_a_model_file_carries_its_shifts(tmp_path):
     np.testing.assert_allclose(own, asked, atol=1e-6)
     with pytest.raises(ValueError, match="shifts must be"):
         models.export_run(tmp_path / "run.pt", tmp_path / "zero.safetensors", shifts=0)
+    # the CLI refuses in one line what it cannot honour, and writes nothing
+    assert main(["export", str(tmp_path / "run.pt"), "--out",
+                 str(tmp_path / "zero.safetensors"), "--shifts", "0"]) == 2
+    assert "shifts must be >= 1" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "run.pt"), "--out", str(tmp_path / "x.onnx"),
+                 "--shifts", "2"]) == 2
+    assert "--shifts is for .safetensors exports" in capsys.readouterr().err
+    assert not (tmp_path / "zero.safetensors").exists() and not (tmp_path / "x.onnx").exists()
 
 
 def test_file_streaming_matches_arrays(tmp_path):

@@ -214,8 +214,9 @@ def test_train_draws_the_snr_from_mix_snr_db(packages, tmp_path, monkeypatch, ca
             "tiny", "--max-steps", "3", "--batch-size", "4", "--workers", "0", "--no-progress"]
     assert main(argv + ["--mix-snr-db", "4", "6", "--out", str(tmp_path / "run")]) == 0
     assert len(drawn) >= 12 and all(4 <= v <= 6 for v in drawn)
-    assert main(argv + ["--mix-snr-db", "6", "4", "--out", str(tmp_path / "bad")]) == 2
-    assert "--mix-snr-db needs LOW < HIGH" in capsys.readouterr().err
+    for bad in (["6", "4"], ["0", "inf"]):
+        assert main(argv + ["--mix-snr-db", *bad, "--out", str(tmp_path / "bad")]) == 2
+        assert "--mix-snr-db needs LOW < HIGH" in capsys.readouterr().err
 
 
 def test_render_writes_paired_files_with_their_true_snr(packages, tmp_path, monkeypatch):

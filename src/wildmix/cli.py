@@ -166,6 +166,9 @@ def _export(args) -> int:
     from wildmix import models
 
     fmt = args.format or ("onnx" if args.out.endswith(".onnx") else "safetensors")
+    if fmt == "onnx" and args.shifts is not None:
+        raise ValueError("--shifts is for .safetensors exports: the ONNX graph is the "
+                         "streaming step, one hop at a time")
     if fmt == "onnx":
         from wildmix import stream
 
@@ -174,7 +177,7 @@ def _export(args) -> int:
               f"per call, state as inputs/outputs {', '.join(stream.STATE_NAMES)}; latency "
               f"{info['latency_ms']:.1f} ms; from {info['source']}")
         return 0
-    info = models.export_run(args.run, args.out, shifts=args.shifts or 1)
+    info = models.export_run(args.run, args.out, shifts=1 if args.shifts is None else args.shifts)
     print(f"wrote {args.out} ({info['megabytes']:.1f} MB, {info['parameters']} parameters) "
           f"from {info['source']}; sha256 {info['sha256']}")
     return 0

@@ -304,9 +304,9 @@ def _check_combination(c: TrainConfig) -> None:
     if c.augment and c.strategy == "remixit" and not c.speech:
         raise ValueError("--augment is for --supervised and MixIT training (RemixIT takes its "
                          "targets from the teacher; with --speech it changes that speech)")
-    if not c.mix_snr_db[0] < c.mix_snr_db[1]:
-        raise ValueError(f"--mix-snr-db needs LOW < HIGH, got {c.mix_snr_db[0]:g} "
-                         f"{c.mix_snr_db[1]:g}")
+    if not (all(map(math.isfinite, c.mix_snr_db)) and c.mix_snr_db[0] < c.mix_snr_db[1]):
+        raise ValueError(f"--mix-snr-db needs LOW < HIGH, both finite, got "
+                         f"{c.mix_snr_db[0]:g} {c.mix_snr_db[1]:g}")
     if not 0 <= c.augment_noise <= 1:
         raise ValueError(f"--augment-noise must be a probability, got {c.augment_noise}")
     if c.augment_noise and not (c.augment and c.strategy == "supervised" and c.clean):
