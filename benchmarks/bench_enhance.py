@@ -65,14 +65,13 @@ def shipped(repeats: int) -> None:
           f"({torch.get_num_threads()} thread(s), median of {repeats}) |")
     print("|---|---|---|---|---|---|")
     for path in sorted(models.WEIGHTS_DIR.glob("*.safetensors")):
-        ckpt = models.load_checkpoint(path)
-        if ckpt.get("task", "enhance") != "enhance":
-            continue
         enhancer = Enhancer.from_checkpoint(path, device="cpu")  # the file's own shifts
+        if enhancer.task != "enhance":
+            continue
         rtf = _median_time(lambda e=enhancer: e.enhance(audio, 16000), repeats) / 60.0
-        args = ckpt["model_args"]
-        print(f"| {path.stem} | {models.n_parameters(enhancer.model):,d} | {args['blocks']} | "
-              f"{'yes' if args.get('causal') else 'no'} | {enhancer.shifts} | {rtf:.4f} |")
+        model = enhancer.model
+        print(f"| {path.stem} | {models.n_parameters(model):,d} | {len(model.net)} | "
+              f"{'yes' if model.causal else 'no'} | {enhancer.shifts} | {rtf:.4f} |")
 
 
 def main(argv=None) -> None:

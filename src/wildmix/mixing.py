@@ -11,6 +11,7 @@ noisy signal only, 8-bit mu-law coding or clipping; the sum at an RMS level draw
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -94,6 +95,7 @@ def filtered(x: np.ndarray, gains: np.ndarray) -> np.ndarray:
     return fft.irfft(fft.rfft(x) * gains, len(x)).astype(np.float32, copy=False)
 
 
+@functools.cache  # found once: a failed import searches the path again at each call
 def _fft():
     """``scipy.fft`` (single precision for single-precision input) where SciPy is installed;
     else ``numpy.fft`` (double precision): the built-in corpus draws :func:`stationary`
