@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from wildmix import audio, data, peers, strategies, teachers, train
+from wildmix import audio, data, models, peers, strategies, teachers, train
 from wildmix.cli import main
 from wildmix.config import resolve
 
@@ -128,8 +128,22 @@ def test_adapt_with_a_model_teacher_and_a_missing_peer(tiny_corpus, tmp_path, ca
     out = capsys.readouterr().out
     assert "teacher: v1" in out and "24 recordings computed" in out and "% of this run" in out
     assert json.loads((run / "teacher" / "teacher.json").read_text())["teachers"] == ["v1"]
-    assert json.loads((run / "config.json").read_text())["teacher_targets"] == \
-        str(run / "teacher")
+    config = json.loads((run / "config.json").read_text())
+    # the adapted model enhances and exports with the shifts of the model it started from
+    shipped = models.default_shifts(models.load_checkpoint("default"))
+    assert shipped > 1 and models.default_shifts(models.load_checkpoint(run)) == shipped
+    models.export_run(run, tmp_path / "adapted.safetensors")
+    assert models.default_shifts(models.load_checkpoint(tmp_path / "adapted.safetensors")) \
+        == shipped
+    assert config["teacher_targets"] == str(run / "targets")  # a copy the refresh changes
+    # the label-free check: held-back recordings, the teacher's score kept, every
+    # validation logs the student's consistency and the teacher's (after any refresh)
+    assert config["select"] == "consistency" and config["teacher_refresh"] == "better"
+    state = teachers.teacher_state(run / "check")
+    assert state.members >= 1 and np.isfinite(state.score)
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()
+            if "valid_consistency" in line]
+    assert rows[0]["step"] == 0 and rows[-1]["teacher_consistency"] == state.score
     import importlib.util
 
     real = importlib.util.find_spec
@@ -189,3 +203,107 @@ def test_a_causal_student_streams_and_exports_like_the_shipped_models(tiny_corpu
         assert audio.info(out).frames == audio.info(noisy).frames
     np.testing.assert_allclose(audio.read(tmp_path / "onnx.wav", check=False),
                                audio.read(tmp_path / "torch.wav", check=False), atol=1e-3)
+
+
+def _place(tmp_path, n=3, rate=16000):
+    """Recordings of one place: a 440 Hz 'voice' in the middle second of 2 s, and in each
+    recording a steady tone of its own (1000, 1500, ... Hz) as the noise, with a clean
+    estimate of each (the voice alone)."""
+    t = np.arange(2 * rate) / rate
+    voice = np.where((t > 0.5) & (t < 1.5), 0.3 * np.sin(2 * np.pi * 440 * t), 0.0)
+    for k in range(n):
+        noise = 0.05 * np.sin(2 * np.pi * (1000 + 500 * k) * t + k)
+        audio.write(tmp_path / "rec" / f"r{k}.wav", (voice + noise).astype(np.float32), rate)
+        audio.write(tmp_path / "est" / f"r{k}.wav", voice.astype(np.float32), rate)
+    return data.paired_clips(tmp_path / "rec", tmp_path / "est")
+
+
+def _tones(x, rate):
+    """Magnitude spectrum peaks of ``x`` above a tenth of the largest, in Hz (1 Hz bins)."""
+    mag = np.abs(np.fft.rfft(x, rate))
+    return set(np.flatnonzero(mag > 0.1 * mag.max()))
+
+
+def test_consistency_check_adds_the_pauses_of_another_recording(tmp_path):
+    """noisy = the recording + the noise of another recording's pauses (its tone, not the
+    voice), 0-10 dB below the recording; clean = the recording as it is."""
+    pairs = _place(tmp_path)
+    check = teachers.consistency_set(pairs, tmp_path / "check")
+    for k, (rec, _) in enumerate(pairs):
+        x = audio.read(rec.path)
+        clean, noisy = (audio.read(check / sub / f"r{k}.wav") for sub in ("clean", "noisy"))
+        np.testing.assert_allclose(clean, x, atol=1e-6)
+        added = noisy - clean
+        snr = 10 * np.log10(np.sum(clean ** 2) / np.sum(added ** 2))
+        assert 0.0 - 0.1 <= snr <= 10.0 + 0.1
+        tones = _tones(added, 16000)
+        assert 440 not in tones and 1000 + 500 * k not in tones  # neither voice nor own noise
+        assert tones & {1000 + 500 * j for j in range(3) if j != k}
+    # written once: a second call keeps the files
+    before = (check / "noisy" / "r0.wav").stat().st_mtime_ns
+    teachers.consistency_set(pairs, check, seed=5)
+    assert (check / "noisy" / "r0.wav").stat().st_mtime_ns == before
+
+
+def test_consistency_is_the_snr_between_the_two_outputs():
+    rng = np.random.default_rng(0)
+    x = [rng.standard_normal(32000) for _ in range(3)]
+    noisy = [a + 0.1 * rng.standard_normal(32000) for a in x]  # 20 dB
+    assert abs(teachers.consistency(noisy, x) - 20.0) < 0.2
+    assert teachers.consistency(x, x) > 100
+
+
+def _lowpass(x, rate, cut=700):
+    spectrum = np.fft.rfft(x)
+    spectrum[np.fft.rfftfreq(len(x), 1 / rate) > cut] = 0
+    return np.fft.irfft(spectrum, len(x)).astype(np.float32)
+
+
+def test_a_student_joins_the_teacher_only_when_that_makes_it_more_consistent(tmp_path):
+    """The teacher here passes its input through (its consistency: the added noise's SNR).
+    A student that removes the tones (a low pass) joins: every cached estimate becomes
+    the mean (members 1 -> 2), the score the consistency of that mean. A student that
+    outputs noise does not: nothing changes."""
+    pairs = _place(tmp_path)
+    check = teachers.consistency_set(pairs, tmp_path / "check")
+    targets = tmp_path / "targets"
+    for rec, _ in pairs:  # the teacher's estimate of each recording: the recording itself
+        audio.write(targets / os.path.basename(rec.path), audio.read(rec.path), 16000)
+    for sub in ("noisy", "clean"):
+        for f in (check / sub).glob("*.wav"):
+            audio.write(check / "teacher" / sub / f.name, audio.read(f), 16000)
+    audio.write_json(check / teachers.MANIFEST, {"members": 1, "score": teachers.consistency(
+        *[[audio.read(f) for f in sorted((check / sub).glob("*.wav"))]
+          for sub in ("noisy", "clean")])})
+    before = teachers.teacher_state(check)
+    recordings = [r for r, _ in pairs]
+
+    rng = np.random.default_rng(0)
+    noise = teachers.join(check, targets, recordings, tmp_path / "rec",
+                          lambda x, rate: rng.standard_normal(len(x)).astype(np.float32))
+    assert noise == before
+    np.testing.assert_array_equal(audio.read(targets / "r0.wav"), audio.read(recordings[0].path))
+
+    after = teachers.join(check, targets, recordings, tmp_path / "rec", _lowpass)
+    assert after.members == 2 and after.score > before.score + 3
+    assert teachers.teacher_state(check) == after
+    for rec in recordings:
+        x = audio.read(rec.path)
+        np.testing.assert_allclose(audio.read(targets / os.path.basename(rec.path)),
+                                   (x + _lowpass(x, 16000)) / 2, atol=1e-6)
+    mean = [[(lambda y: (y + _lowpass(y, 16000)) / 2)(audio.read(f))
+             for f in sorted((check / sub).glob("*.wav"))] for sub in ("noisy", "clean")]
+    assert abs(after.score - teachers.consistency(*mean)) < 1e-3
+
+
+def test_recordings_without_pauses_give_no_check_in_one_line(tmp_path):
+    """Speech everywhere (no pause of 0.25 s in any held-back recording): DataError naming
+    what is missing, which adapt turns into a warning and a run without the check."""
+    t = np.arange(32000) / 16000
+    for k in range(3):
+        x = (0.3 * np.sin(2 * np.pi * (300 + 50 * k) * t)).astype(np.float32)
+        audio.write(tmp_path / "rec" / f"r{k}.wav", x, 16000)
+    pairs = data.paired_clips(tmp_path / "rec", tmp_path / "rec")
+    with pytest.raises(data.DataError, match="pauses"):
+        teachers.consistency_set(pairs, tmp_path / "check")
+    assert not (tmp_path / "check" / "noisy").exists()

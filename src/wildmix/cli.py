@@ -149,7 +149,8 @@ def _adapt(args) -> int:
                           select=args.select, max_steps=args.max_steps,
                           max_minutes=args.max_minutes, lr=args.lr, seed=args.seed,
                           device=args.device, ema=args.ema, overlap=args.overlap,
-                          speech=args.speech, progress=not args.no_progress)
+                          speech=args.speech, refresh=args.refresh,
+                          progress=not args.no_progress)
     summary, estimates = done.summary, done.estimates
     if estimates:
         print(f"{done.teacher}; its estimates: {estimates.computed} recordings computed, "
@@ -177,7 +178,7 @@ def _export(args) -> int:
               f"per call, state as inputs/outputs {', '.join(stream.STATE_NAMES)}; latency "
               f"{info['latency_ms']:.1f} ms; from {info['source']}")
         return 0
-    info = models.export_run(args.run, args.out, shifts=1 if args.shifts is None else args.shifts)
+    info = models.export_run(args.run, args.out, shifts=args.shifts)
     print(f"wrote {args.out} ({info['megabytes']:.1f} MB, {info['parameters']} parameters) "
           f"from {info['source']}; sha256 {info['sha256']}")
     return 0
@@ -434,7 +435,7 @@ def _add_train(commands) -> None:
 
 def _add_adapt(commands) -> None:
     from wildmix import teachers
-    from wildmix.config import ADAPT_LR, ADAPT_STRATEGIES, SELECTIONS, adapt_config
+    from wildmix.config import ADAPT_LR, ADAPT_STRATEGIES, REFRESH, SELECTIONS, adapt_config
     from wildmix.peers import NAMES
 
     d = _defaults(adapt_config)
@@ -475,11 +476,19 @@ def _add_adapt(commands) -> None:
                     help="optional paired folder (noisy/, clean/) to monitor and pick the "
                          "best checkpoint; without it the last is kept")
     ad.add_argument("--select", choices=SELECTIONS, default=d["select"],
-                    help="what chooses best.pt; dnsmos and agreement need no labels: DNSMOS "
-                         "of the output, or its SI-SNR against the --teacher's estimates, on "
-                         "recordings held back from --data (default: %(default)s: SI-SNRi "
-                         "with a paired --valid, else agreement with a --teacher other than "
-                         "the --from model, else the last weights)")
+                    help="what chooses best.pt; consistency, dnsmos and agreement need no "
+                         "labels: the SI-SNR between the speech output of recordings held "
+                         "back from --data and of the same with more of their own noise, "
+                         "DNSMOS of the output, or its SI-SNR against the --teacher's "
+                         "estimates (default: %(default)s: SI-SNRi with a paired --valid, "
+                         "else consistency with a --teacher other than the --from model, "
+                         "else the last weights)")
+    ad.add_argument("--refresh", choices=REFRESH, default=_defaults(teachers.adapt)["refresh"],
+                    help="how a --teacher other than the --from model follows the student, "
+                         "at each validation: 'better': the student joins the teacher (the "
+                         "estimates become the mean of the teacher's members and the "
+                         "student's) when that makes the teacher more consistent; 'always'; "
+                         "'none': the estimates stay fixed (default: %(default)s)")
     ad.add_argument("--max-steps", type=int, default=d["max_steps"],
                     help="step budget (default: %(default)s)")
     ad.add_argument("--max-minutes", type=float, default=d["max_minutes"],
@@ -511,7 +520,8 @@ def _add_export(commands) -> None:
                     help="default: from --out's suffix")
     ex.add_argument("--shifts", type=int,
                     help="safetensors: the shifts that wildmix enhance uses with this model "
-                         "unless told otherwise (default: 1; see wildmix enhance --help)")
+                         "unless told otherwise (default: the run's own, e.g. 2 for a model "
+                         "fine-tuned from the shipped one; see wildmix enhance --help)")
     ex.set_defaults(func=_export)
 
 

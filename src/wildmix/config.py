@@ -24,7 +24,8 @@ PRESETS = ("tiny", "cpu", "gpu", "stream")  # the models' presets; a test holds 
 LOSSES = ("snr", "sisnr")
 SEARCHES = ("exact", "efficient")
 TEACHER_UPDATES = ("ema", "replace", "frozen")
-SELECTIONS = ("auto", "sisnri", "dnsmos", "agreement", "mixit", "none")
+REFRESH = ("better", "always", "none")  # how a cached teacher follows the student
+SELECTIONS = ("auto", "sisnri", "dnsmos", "consistency", "agreement", "mixit", "none")
 # what `wildmix evaluate` offers: wildmix.evaluate.BASELINES and ENHANCE_METRICS (a test
 # holds them equal); named here so that the command line need not import torch
 BASELINES = ("noisy", "spectral-gating", "spectral-gating-stationary", "nsnet2", "rnnoise",
@@ -144,6 +145,15 @@ class TrainConfig:
     # for each recording NAME, wildmix.teachers); the --teacher model then only starts the
     # student, and stays frozen
     teacher_targets: str | None = None
+    # the label-free check of wildmix adapt with a cached teacher (wildmix.teachers): a
+    # folder of held-back recordings (clean/) and the same with more of their own noise
+    # (noisy/), and the teacher's estimates of both (teacher/, teacher.json); validation
+    # scores the consistency of the model's speech between the two (valid_consistency)
+    consistency: str | None = None
+    # with `consistency`, at each validation: "better": the student joins the teacher (its
+    # estimates become the mean of the teacher's members and the student's) when that makes
+    # the teacher more consistent; "always": it joins; "none": the teacher stays fixed
+    teacher_refresh: str = "none"
     extra: dict = field(default_factory=dict)
 
 
@@ -270,6 +280,8 @@ def _selection(c: TrainConfig) -> str | None:
     if c.select == "auto":
         if paired:
             return "sisnri"
+        if c.consistency:
+            return "consistency"
         if c.teacher_targets:
             return "agreement"
         return "mixit" if c.strategy == "mixit" and c.valid else None
@@ -277,6 +289,13 @@ def _selection(c: TrainConfig) -> str | None:
         raise ValueError("--select agreement compares the output with a teacher's cached "
                          "estimates: it is for wildmix adapt with a --teacher other than "
                          "the model being adapted")
+    if c.teacher_refresh not in REFRESH:
+        raise ValueError(f"teacher refresh must be one of {', '.join(REFRESH)}, got "
+                         f"{c.teacher_refresh!r}")
+    if (c.select == "consistency" or c.teacher_refresh != "none") and not c.consistency:
+        raise ValueError("--select consistency and the teacher refresh need the check files "
+                         "that wildmix adapt builds with a --teacher other than the model "
+                         "being adapted")
     if c.select == "sisnri" and not paired:
         raise ValueError("--select sisnri needs a paired --valid folder (noisy/, clean/)")
     if c.select == "mixit" and not (c.strategy == "mixit" and c.valid):

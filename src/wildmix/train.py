@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wildmix import audio, corpus, evaluate, mixing, models, mos
+from wildmix import audio, corpus, evaluate, mixing, models, mos, teachers
 from wildmix import data as wdata
 from wildmix.config import Plan, TrainConfig, resolve
 from wildmix.corpus import library
@@ -218,6 +218,11 @@ class Checkpointer:
                        state_dict=self.average.model.state_dict(), sample_rate=c.sample_rate,
                        train_config=dataclasses.asdict(c), step=state.step, task=c.task,
                        metrics=metrics or {})
+        start = self.plan.init or self.plan.teacher
+        if start is not None and models.default_shifts(start) > 1 and c.task == "enhance":
+            # a fine-tuned model enhances as the model it started from (wildmix export
+            # --shifts): the same averaging over shifted inputs
+            content.update(metadata={"shifts": models.default_shifts(start)})
         if kind == "last":
             if self.average.model is not self.model:  # the trained weights, to resume
                 content.update(trained_state_dict=self.model.state_dict())
@@ -239,6 +244,8 @@ class ValidSets:
     recordings: list = field(default_factory=list)  # clips scored by DNSMOS (--select dnsmos)
     # (held-back recording, the teacher's cached estimate of it): --select agreement
     agreement: list = field(default_factory=list)
+    # (recording + more of its noise, the recording): --select consistency, label-free
+    consistency: list = field(default_factory=list)
 
 
 def datasets(c: TrainConfig, total_examples: int):
@@ -250,9 +257,13 @@ def datasets(c: TrainConfig, total_examples: int):
         valid.recordings = held or [n for n, _ in valid.paired] or valid.recordings
     elif c.select == "agreement":
         valid.agreement = held
+    if c.consistency:
+        check = Path(c.consistency)
+        valid.consistency = wdata.paired_clips(check / "noisy", check / "clean")
     if c.select != "dnsmos":  # DNSMOS costs seconds a file: only where it chooses
         valid.recordings = []
-    if valid.mixtures is not None or valid.paired or valid.recordings or valid.agreement:
+    if valid.mixtures is not None or valid.paired or valid.recordings or valid.agreement \
+            or valid.consistency:
         log.info("validation computes: %s", ", ".join(valid_metrics(valid)))
     return train_set, valid, sum(r.duration for r in recordings)
 
@@ -261,6 +272,7 @@ def valid_metrics(valid: ValidSets) -> list[str]:
     """The names :func:`validate` reports for these sets."""
     return ((["valid_mixit"] if valid.mixtures is not None else [])
             + (["valid_agreement"] if valid.agreement else [])
+            + (["valid_consistency"] if valid.consistency else [])
             + (["valid_sisnr", "valid_sisnr_noisy", "valid_sisnri"] if valid.paired else [])
             + ([f"valid_{m}" for m in mos.METRICS] if valid.recordings else []))
 
@@ -293,12 +305,15 @@ def _train_set(c: TrainConfig, total_examples: int):
     index = wdata.index_folder(c.data)
     log.info("recordings %s: %s", c.data, index.summary())
     # held back to choose best.pt label-free: by DNSMOS without a --valid folder, always by
-    # agreement with the teacher (a valid folder has no cached estimates)
-    clips, held = hold_back(index.clips, c.valid_files) if (
-        c.select == "dnsmos" and not c.valid) or c.select == "agreement" else (index.clips, [])
+    # agreement with the teacher (a valid folder has no cached estimates); with the
+    # consistency check (wildmix adapt with a cached teacher), its recordings
+    clips, held = hold_back(index.clips, c.valid_files, bool(c.consistency)) if (
+        c.select == "dnsmos" and not c.valid) or c.select == "agreement" or c.consistency \
+        else (index.clips, [])
     if held:
         log.info("%d recordings held back from training to choose best.pt by %s",
-                 len(held), "DNSMOS" if c.select == "dnsmos" else "agreement with the teacher")
+                 len(held), "DNSMOS" if c.select == "dnsmos" else
+                 "consistency" if c.consistency else "agreement with the teacher")
     recordings = None  # RemixIT's input: the teacher supplies the targets
     if c.strategy == "remixit" and c.teacher_targets:  # [recording, its cached estimate]
         pairs = wdata.paired_clips(c.data, c.teacher_targets)
@@ -332,9 +347,10 @@ def _train_set(c: TrainConfig, total_examples: int):
             clips, noise_clips, held)
 
 
-def hold_back(clips: list, most: int) -> tuple[list, list]:
-    """``(kept, held back)``: every k-th recording, at most ``most`` and a tenth of them."""
-    n = min(most, len(clips) // 10)
+def hold_back(clips: list, most: int, fifth: bool = False) -> tuple[list, list]:
+    """``(kept, held back)``: every k-th recording, at most ``most`` and a tenth of them
+    (a fifth with ``fifth``: the consistency check needs more)."""
+    n = min(most, len(clips) // (5 if fifth else 10))
     if n == 0:
         return clips, []
     held = clips[::len(clips) // n][:n]
@@ -604,6 +620,9 @@ class Loop:
     def _validate(self, validate_fn, log_file) -> None:
         if self.ckpt.rank == 0:
             metrics = validate_fn()
+            if self.c.teacher_refresh != "none":
+                metrics["teacher_consistency"] = refresh(self.c, self.average.model,
+                                                         self.device)
             score = score_of(metrics, self.c.select)
             if score is not None and (self.state.best is None or score > self.state.best):
                 self.state.best = score
@@ -722,6 +741,10 @@ def validate(model, valid: ValidSets, device, batch_size: int, strategy: Strateg
         out["valid_sisnri"] = out["valid_sisnr"] - out["valid_sisnr_noisy"]
     if valid.recordings:
         out.update(_dnsmos(model, valid.recordings, device, sample_rate))
+    if valid.consistency:
+        out["valid_consistency"] = teachers.consistency(*[
+            [_speech(model, _read(pair[k], sample_rate), device) for pair in valid.consistency]
+            for k in (0, 1)])
     if valid.agreement:
         out["valid_agreement"] = float(np.mean([
             evaluate.si_snr(_speech(model, _read(r, sample_rate), device), _read(e, sample_rate))
@@ -749,10 +772,26 @@ def _speech(model, x: np.ndarray, device) -> np.ndarray:
     return model(torch.from_numpy(x).to(device)[None]).float()[0, 0].cpu().numpy()
 
 
+@torch.no_grad()
+def refresh(c: TrainConfig, model, device) -> float:
+    """The teacher refresh of RemixIT on cached estimates: the student (``model``) joins the
+    teacher when that makes it more consistent (:func:`wildmix.teachers.join`); returns the
+    teacher's consistency."""
+    from wildmix.enhance import Enhancer
+
+    # whole recordings in chunks, at their own rate, as the teachers' estimates were made
+    speech = Enhancer(model, c.sample_rate, device=device, atten_lim_db=math.inf).enhance
+    recordings = [r for r, _ in wdata.paired_clips(c.data, c.teacher_targets)]
+    teacher = teachers.join(c.consistency, c.teacher_targets, recordings, c.data, speech,
+                            always=c.teacher_refresh == "always")
+    model.train()
+    return teacher.score
+
+
 def score_of(metrics: dict, select: str) -> float | None:
     """Higher is better, by the run's criterion (:data:`wildmix.config.SELECTIONS`)."""
     key = {"sisnri": "valid_sisnri", "dnsmos": "valid_dnsmos_ovr", "mixit": "valid_mixit",
-           "agreement": "valid_agreement"}
+           "agreement": "valid_agreement", "consistency": "valid_consistency"}
     if key.get(select) not in metrics:
         return None
     return -metrics["valid_mixit"] if select == "mixit" else metrics[key[select]]

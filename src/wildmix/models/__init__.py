@@ -199,10 +199,12 @@ def _load_safetensors(path: Path) -> dict:
             "path": str(path)}
 
 
-def export_run(source: str | os.PathLike, out: str | os.PathLike, shifts: int = 1) -> dict:
+def export_run(source: str | os.PathLike, out: str | os.PathLike,
+               shifts: int | None = None) -> dict:
     """Export a run (its best.pt) or checkpoint as ``out`` (.safetensors) with provenance
     (source file, step, strategy, seed, wildmix version) in its header, and the ``shifts``
-    that :class:`wildmix.enhance.Enhancer` uses for it unless told otherwise.
+    that :class:`wildmix.enhance.Enhancer` uses for it unless told otherwise (None: the
+    checkpoint's own, e.g. a model fine-tuned from the shipped one keeps its shifts).
 
     Returns:
         ``{"source", "sha256", "megabytes", "parameters"}``.
@@ -211,9 +213,10 @@ def export_run(source: str | os.PathLike, out: str | os.PathLike, shifts: int = 
 
     if not str(out).endswith(".safetensors"):
         raise ValueError(f"{out}: the output name must end in .safetensors")
-    if shifts < 1:
+    if shifts is not None and shifts < 1:
         raise ValueError(f"shifts must be >= 1, got {shifts}")
     ckpt = load_checkpoint(source)
+    shifts = default_shifts(ckpt) if shifts is None else shifts
     config = ckpt.get("train_config") or {}
     provenance = {"source": Path(ckpt["path"]).name, "step": ckpt.get("step", ""),
                   "strategy": config.get("strategy", ""), "seed": config.get("seed", ""),
