@@ -1,7 +1,18 @@
 """Adaptation to a user's noisy recordings, without labels, on real voices; peers beside.
 
+    python benchmarks/bench_adapt.py --teachers [auto nsnet2 ...] --situations library [real]
     python benchmarks/bench_adapt.py [--minutes 6] [--situations new-noise small [real]]
         [--methods adapt-remixit ...]
+
+``--teachers`` (`make bench-adapt`): `wildmix adapt` from the shipped model with each
+teacher (``auto``: plain `wildmix adapt`, the peers' ensemble) in the sound library's valid
+and test situations (:func:`build_library`: packages that trained no shipped model, every
+other voice's noisy files the recordings), optionally the 'real' situation below; every
+peer beside, per voice, each run's steps and wall time, the issue's targets, and the rank
+correlation of the label-free consistency with SI-SNRi over the runs' checkpoints. A run
+whose folder holds ``wall.json`` is not run again (delete the folder to rerun it).
+
+Without it, the adaptation methods without a teacher:
 
 Situations built like a user's:
 
@@ -52,6 +63,7 @@ import io
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import bench_quality
@@ -99,6 +111,27 @@ def build_real(corpus: Path, out: Path) -> Path:
             link.parent.mkdir(parents=True, exist_ok=True)
             if not link.is_symlink():
                 os.symlink((corpus / rel).resolve(), link)
+    return out
+
+
+def build_library(rendered: Path, out: Path) -> Path:
+    """A situation from a rendered set of the sound library (``make library-sets``): the
+    noisy files of every other voice are the recordings (no labels), the other voices'
+    noisy/clean pairs the test set; links, like :func:`build_real`."""
+    records = [json.loads(line) for line in (rendered / "manifest.jsonl").read_text()
+               .splitlines()]
+    voices = sorted({r["voice"] for r in records})
+    adapt = set(voices[::2])
+    for r in records:
+        file = r["name"] + ".wav"
+        targets = ({"recordings": rendered / "noisy" / file} if r["voice"] in adapt else
+                   {"test/noisy": rendered / "noisy" / file,
+                    "test/clean": rendered / "clean" / file})
+        for folder, src in targets.items():
+            link = out / folder / file
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.is_symlink():
+                os.symlink(src.resolve(), link)
     return out
 
 
@@ -337,12 +370,110 @@ def agreement_correlations(cli, real: Path, small: Path, out: Path, minutes: flo
         print(f"| {name} | {'too few validations' if rho is None else f'{rho:+.2f}'} |")
 
 
+# --- teachers: `wildmix adapt --teacher T` for each peer and the ensemble ----------------
+
+TEACHERS = ("auto", "nsnet2", "gtcrn", "dtln", "dfn3", "rnnoise")  # auto: plain wildmix adapt
+LIBRARY_SITUATIONS = {"library-valid": "valid-set", "library-test": "test-set"}
+
+
+def teacher_runs(cli, name: str, folder: Path, rendered: Path, out: Path, report: Path,
+                 minutes: float, teachers: list[str]) -> None:
+    """One situation: `wildmix adapt` from the shipped model with each teacher (``auto``:
+    no --teacher, the default), the same time budget each, one after the other; each
+    validated label-free (consistency, which chooses best.pt) and, for the criterion's
+    rank correlation only, on the paired test files. Then the test table with every peer
+    beside, per voice, the wall time of each run, the issue's targets and the
+    criterion's rank correlation over the checkpoints."""
+    runs = {}
+    for teacher in teachers:
+        run = out / name / f"adapt-{teacher}"
+        runs[teacher] = run
+        if (run / "wall.json").exists():
+            continue  # measured before: its weights and time are kept
+        begin = time.perf_counter()
+        cli(["adapt", "--data", str(folder / "recordings"), "--out", str(run),
+             *([] if teacher == "auto" else ["--teacher", teacher]), "--select", "consistency",
+             "--valid", str(folder / "test"), "--max-minutes", str(minutes),
+             "--max-steps", "1000000", "--no-progress"])
+        (run / "wall.json").write_text(json.dumps({"seconds": time.perf_counter() - begin}))
+    cli(["evaluate", "--data", str(folder / "test"), "--out", str(report / name), "--baseline",
+         ",".join(["noisy", *bench_quality.PEERS]), "--model", "default",
+         *[str(r) for r in runs.values()], "--no-progress"])
+    print(f"\n## {name}: {folder / 'recordings'} (recordings), {folder / 'test'} (test)\n")
+    print((report / name / "results.md").read_text())
+    bench_quality.per_voice_ci(rendered, report / name)
+    summary = json.loads((report / name / "results.json").read_text())["summary"]
+    mean = {m: {k: v["mean"] for k, v in e.items() if isinstance(v, dict)}
+            for m, e in summary.items()}
+    print("\n| run | budget | steps | teacher members at the end | wall time |\n"
+          "|---|---|---|---|---|")
+    for run in runs.values():
+        rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        steps = max((r.get("step", 0) for r in rows), default=0)
+        members = json.loads((run / "check" / "teacher.json").read_text())["members"] \
+            if (run / "check" / "teacher.json").exists() else "-"
+        wall = json.loads((run / "wall.json").read_text())["seconds"]
+        print(f"| {run.name} | {minutes:g} min | {steps} | {members} | {wall / 60:.1f} min |")
+    teacher_targets(name, mean, {t: r.name for t, r in runs.items()})
+    consistency_correlation(name, list(runs.values()))
+
+
+def teacher_targets(name: str, mean: dict, runs: dict[str, str]) -> None:
+    """The issue's targets: --teacher nsnet2 >= NSNet2 + 1 dB with its PESQ and ESTOI; the
+    ensemble >= the best peer on each measure; plain adapt as good as the best run."""
+    measures = ("si_snri", "pesq", "estoi")
+    print(f"\ntargets, {name}:")
+    if "nsnet2" in runs and runs["nsnet2"] in mean:
+        got, peer = mean[runs["nsnet2"]], mean["nsnet2"]
+        ok = got["si_snri"] >= peer["si_snri"] + 1 and all(got[m] >= peer[m] for m in
+                                                           ("pesq", "estoi"))
+        print(f"  {'met ' if ok else 'MISSED'}  --teacher nsnet2: {got['si_snri']:+.2f} dB vs "
+              f"NSNet2 {peer['si_snri']:+.2f} (target +1), PESQ {got['pesq']:.2f} vs "
+              f"{peer['pesq']:.2f}, ESTOI {got['estoi']:.3f} vs {peer['estoi']:.3f}")
+    if "auto" in runs and runs["auto"] in mean:
+        got = mean[runs["auto"]]
+        for m in measures:
+            best = max(bench_quality.PEERS, key=lambda p: mean[p][m])
+            print(f"  {'met ' if got[m] >= mean[best][m] else 'MISSED'}  the ensemble "
+                  f"(plain wildmix adapt) on {m}: {got[m]:.3f} vs the best peer, {best}, "
+                  f"{mean[best][m]:.3f}")
+        top = max((r for r in runs.values() if r in mean), key=lambda r: mean[r]["si_snri"])
+        print(f"  {'met ' if top == runs['auto'] else 'MISSED'}  plain wildmix adapt the best "
+              f"run: the best is {top} ({mean[top]['si_snri']:+.2f} dB; plain "
+              f"{got['si_snri']:+.2f})")
+
+
+def consistency_correlation(name: str, runs: list[Path]) -> None:
+    """Spearman rank correlation of the label-free consistency and the true SI-SNRi over
+    the validations of each run, and over all checkpoints of the situation together."""
+    pooled = []
+    print(f"\n| {name}: run | validations | Spearman (consistency, SI-SNRi) | picked | best |"
+          "\n|---|---|---|---|---|")
+    for run in runs:
+        rows = [(e["step"], e["valid_consistency"], e["valid_sisnri"]) for e in
+                (json.loads(line) for line in (run / "log.jsonl").read_text().splitlines())
+                if "valid_consistency" in e and "valid_sisnri" in e]
+        pooled += rows
+        if len(rows) < 3:
+            print(f"| {run.name} | {len(rows)} | too few | | |")
+            continue
+        picked, best = max(rows, key=lambda r: r[1]), max(rows, key=lambda r: r[2])
+        rho = spearman([r[1] for r in rows], [r[2] for r in rows])
+        print(f"| {run.name} | {len(rows)} | {rho:+.2f} | step {picked[0]} "
+              f"({picked[2]:+.2f} dB) | step {best[0]} ({best[2]:+.2f} dB) |")
+    if len(pooled) >= 3:
+        print(f"\nall {len(pooled)} checkpoints of {name}: Spearman "
+              f"{spearman([r[1] for r in pooled], [r[2] for r in pooled]):+.2f}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=6.0,
                         help="time budget of each adaptation (default: %(default)s)")
     parser.add_argument("--situations", nargs="+", default=["new-noise", "small"],
-                        choices=["new-noise", "real", "small", "new-noise-valid"])
+                        choices=["new-noise", "real", "small", "new-noise-valid", "valid",
+                                 "test", "library"],
+                        help="with --teachers: valid, test or library (both)")
     parser.add_argument("--real-data", default="data/corpus-real")
     parser.add_argument("--small-data", default="data/corpus-small")
     parser.add_argument("--out", default="runs/adapt-bench")
@@ -354,6 +485,13 @@ def main(argv=None) -> None:
     parser.add_argument("--agreement", action="store_true",
                         help="only the agreement criterion's rank correlation with SI-SNRi "
                              "in three situations (new noise, real, small)")
+    parser.add_argument("--teachers", nargs="*", choices=TEACHERS, default=None,
+                        help="adapt with each of these teachers (none given: all) in the "
+                             "sound library's valid and test situations, peers beside; "
+                             "the issue's targets and the criterion's correlations")
+    parser.add_argument("--library", default="data/library",
+                        help="the sound library with its rendered valid/test sets "
+                             "(make library-sets)")
     parser.add_argument("--baselines-only", action="store_true",
                         help="build the situations and evaluate the shipped model and the "
                              "peers on them, nothing adapted (minutes)")
@@ -368,6 +506,18 @@ def main(argv=None) -> None:
             raise SystemExit(f"failed: wildmix {' '.join(argv)}")
 
     out, report = Path(args.out), Path(args.report)
+    if args.teachers is not None:
+        for name, rendered in LIBRARY_SITUATIONS.items():
+            if name.split("-")[1] in args.situations or "library" in args.situations:
+                rendered = Path(args.library) / rendered
+                teacher_runs(cli, name, build_library(rendered, out / f"{name}-situation"),
+                             rendered, out, report, args.minutes,
+                             list(args.teachers or TEACHERS))
+        if "real" in args.situations:  # the 'real' corpus's test voices, in noise it knows
+            real = Path(args.real_data)
+            teacher_runs(cli, "real", build_real(real, out / "real-situation"), real, out,
+                         report, args.minutes, list(args.teachers or TEACHERS))
+        return
     real, small = Path(args.real_data), Path(args.small_data)
     for corpus, size in ((real, "real"), (small, "small")):
         if not (corpus / "manifest.jsonl").exists():
