@@ -307,3 +307,17 @@ def test_recordings_without_pauses_give_no_check_in_one_line(tmp_path):
     with pytest.raises(data.DataError, match="pauses"):
         teachers.consistency_set(pairs, tmp_path / "check")
     assert not (tmp_path / "check" / "noisy").exists()
+
+
+def test_a_new_run_trains_on_a_fresh_copy_of_the_teachers_estimates(tmp_path):
+    """A refresh changes RUN/targets, never RUN/teacher; a new run copies the teacher's
+    estimates again and builds its check again (its recordings may differ)."""
+    estimates, targets, check = (tmp_path / n for n in ("teacher", "targets", "check"))
+    audio.write(estimates / "a.wav", np.ones(1600, np.float32), 16000)
+    audio.write(targets / "a.wav", np.zeros(1600, np.float32), 16000)  # a refreshed one
+    audio.write(check / "noisy" / "a.wav", np.ones(1600, np.float32), 16000)
+    audio.write_json(check / teachers.MANIFEST, {"members": 2, "score": 1.0})
+    teachers._restart(estimates, targets, check)
+    np.testing.assert_array_equal(audio.read(targets / "a.wav"), np.ones(1600, np.float32))
+    assert not check.exists() and (estimates / "a.wav").exists()
+    assert not targets.with_name("targets.tmp").exists()

@@ -184,8 +184,7 @@ def adapt(data: str, out: str, teacher: str = "auto", workers: int | None = None
     check's files (:func:`consistency_set`, from a fifth of the recordings held back, into
     ``out/check``); ``refresh``: how the student joins the teacher at the validations
     (:data:`wildmix.config.REFRESH`, :func:`join`). The start model as teacher follows the
-    student, as in :func:`wildmix.config.adapt_config`. Other
-    strategies take no teacher.
+    student, as in :func:`wildmix.config.adapt_config`. Other strategies take no teacher.
 
     ``options``: the keyword arguments of :func:`wildmix.config.adapt_config`.
     Raises:
@@ -230,7 +229,7 @@ def adapt(data: str, out: str, teacher: str = "auto", workers: int | None = None
 
 def _restart(estimates: Path, targets: Path, check_dir: Path) -> None:
     """The training targets of a new run: a copy of the teacher's estimates (the refresh
-    changes the copy), and no teacher score yet."""
+    changes the copy), and no check yet (built again from this run's recordings)."""
     import shutil
 
     tmp = targets.with_name(targets.name + ".tmp")
@@ -238,8 +237,7 @@ def _restart(estimates: Path, targets: Path, check_dir: Path) -> None:
     shutil.copytree(estimates, tmp)
     shutil.rmtree(targets, ignore_errors=True)
     tmp.rename(targets)
-    (check_dir / MANIFEST).unlink(missing_ok=True)
-    shutil.rmtree(check_dir / "teacher", ignore_errors=True)
+    shutil.rmtree(check_dir, ignore_errors=True)
 
 
 def _check(config, index, names: list[str], workers: int | None, progress: bool):
@@ -369,8 +367,7 @@ def join(check: str | os.PathLike, targets: str | os.PathLike, recordings: list,
     teacher when the mean of the teacher's ``members`` and the student is more consistent
     on the check files than the teacher alone (or ``always``); then every cached estimate
     (of the training ``recordings`` under ``root``, in ``targets``, and of the check files)
-    becomes that
-    mean. Returns the teacher, joined or not."""
+    becomes that mean. Returns the teacher, joined or not."""
     check, targets = Path(check), Path(targets)
     state = teacher_state(check)
     k = state.members
