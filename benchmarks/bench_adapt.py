@@ -5,11 +5,12 @@
         [--methods adapt-remixit ...]
 
 ``--teachers`` (`make bench-adapt`): `wildmix adapt` from the shipped model with each
-teacher (``auto``: plain `wildmix adapt`, the peers' ensemble) in the sound library's valid
+teacher (``auto``: plain `wildmix adapt`, the best on the label-free check of the four
+peers and their means; ``ensemble``: the mean of the four) in the sound library's valid
 and test situations (:func:`build_library`: packages that trained no shipped model, every
 other voice's noisy files the recordings), optionally the 'real' situation below; every
 peer beside, per voice, each run's steps and wall time, the issue's targets, and the rank
-correlation of the label-free consistency with SI-SNRi over the runs' checkpoints. A run
+correlation of the label-free check with SI-SNRi over the runs' checkpoints. A run
 whose folder holds ``wall.json`` is not run again (delete the folder to rerun it).
 
 Without it, the adaptation methods without a teacher:
@@ -68,6 +69,8 @@ from pathlib import Path
 
 import bench_quality
 import numpy as np
+
+from wildmix import teachers
 
 REAL_ADAPT_VOICES = 5  # of the 9 test voices (sorted, every other one): the recordings
 NEW_NOISE = {  # Debian package -> its sounds: noise that no wildmix corpus or model has used
@@ -372,7 +375,9 @@ def agreement_correlations(cli, real: Path, small: Path, out: Path, minutes: flo
 
 # --- teachers: `wildmix adapt --teacher T` for each peer and the ensemble ----------------
 
-TEACHERS = ("auto", "nsnet2", "gtcrn", "dtln", "dfn3", "rnnoise")  # auto: plain wildmix adapt
+TEACHERS = ("auto", "ensemble", "nsnet2", "gtcrn", "dtln", "dfn3", "rnnoise")
+# auto: plain wildmix adapt; ensemble: the mean of the four peers of its default ensemble
+FLAGS = {"auto": [], "ensemble": ["--teacher", ",".join(teachers.ENSEMBLE)]}
 LIBRARY_SITUATIONS = {"library-valid": "valid-set", "library-test": "test-set"}
 
 
@@ -380,7 +385,7 @@ def teacher_runs(cli, name: str, folder: Path, rendered: Path, out: Path, report
                  minutes: float, teachers: list[str]) -> None:
     """One situation: `wildmix adapt` from the shipped model with each teacher (``auto``:
     no --teacher, the default), the same time budget each, one after the other; each
-    validated label-free (consistency, which chooses best.pt) and, for the criterion's
+    validated label-free (the check, which chooses best.pt) and, for the criterion's
     rank correlation only, on the paired test files. Then the test table with every peer
     beside, per voice, the wall time of each run, the issue's targets and the
     criterion's rank correlation over the checkpoints."""
@@ -392,7 +397,7 @@ def teacher_runs(cli, name: str, folder: Path, rendered: Path, out: Path, report
             continue  # measured before: its weights and time are kept
         begin = time.perf_counter()
         cli(["adapt", "--data", str(folder / "recordings"), "--out", str(run),
-             *([] if teacher == "auto" else ["--teacher", teacher]), "--select", "consistency",
+             *FLAGS.get(teacher, ["--teacher", teacher]), "--select", "check",
              "--valid", str(folder / "test"), "--max-minutes", str(minutes),
              "--max-steps", "1000000", "--no-progress"])
         (run / "wall.json").write_text(json.dumps({"seconds": time.perf_counter() - begin}))
@@ -405,17 +410,18 @@ def teacher_runs(cli, name: str, folder: Path, rendered: Path, out: Path, report
     summary = json.loads((report / name / "results.json").read_text())["summary"]
     mean = {m: {k: v["mean"] for k, v in e.items() if isinstance(v, dict)}
             for m, e in summary.items()}
-    print("\n| run | budget | steps | teacher members at the end | wall time |\n"
+    print("\n| run | budget | steps | teacher (members at the end) | wall time |\n"
           "|---|---|---|---|---|")
     for run in runs.values():
         rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         steps = max((r.get("step", 0) for r in rows), default=0)
-        members = json.loads((run / "check" / "teacher.json").read_text())["members"] \
-            if (run / "check" / "teacher.json").exists() else "-"
+        state = teachers.teacher_state(run / "check") \
+            if (run / "check" / "teacher.json").exists() else None
+        members = f"{' + '.join(state.names)} ({state.members})" if state else "-"
         wall = json.loads((run / "wall.json").read_text())["seconds"]
         print(f"| {run.name} | {minutes:g} min | {steps} | {members} | {wall / 60:.1f} min |")
     teacher_targets(name, mean, {t: r.name for t, r in runs.items()})
-    consistency_correlation(name, list(runs.values()))
+    check_correlation(name, list(runs.values()))
 
 
 def teacher_targets(name: str, mean: dict, runs: dict[str, str]) -> None:
@@ -430,29 +436,32 @@ def teacher_targets(name: str, mean: dict, runs: dict[str, str]) -> None:
         print(f"  {'met ' if ok else 'MISSED'}  --teacher nsnet2: {got['si_snri']:+.2f} dB vs "
               f"NSNet2 {peer['si_snri']:+.2f} (target +1), PESQ {got['pesq']:.2f} vs "
               f"{peer['pesq']:.2f}, ESTOI {got['estoi']:.3f} vs {peer['estoi']:.3f}")
-    if "auto" in runs and runs["auto"] in mean:
-        got = mean[runs["auto"]]
+    for teacher, label in (("ensemble", "the ensemble teacher"), ("auto", "plain adapt")):
+        if teacher not in runs or runs[teacher] not in mean:
+            continue
+        got = mean[runs[teacher]]
         for m in measures:
             best = max(bench_quality.PEERS, key=lambda p: mean[p][m])
-            print(f"  {'met ' if got[m] >= mean[best][m] else 'MISSED'}  the ensemble "
-                  f"(plain wildmix adapt) on {m}: {got[m]:.3f} vs the best peer, {best}, "
-                  f"{mean[best][m]:.3f}")
+            print(f"  {'met ' if got[m] >= mean[best][m] else 'MISSED'}  {label} on {m}: "
+                  f"{got[m]:.3f} vs the best peer, {best}, {mean[best][m]:.3f}")
+    if "auto" in runs and runs["auto"] in mean:
+        got = mean[runs["auto"]]
         top = max((r for r in runs.values() if r in mean), key=lambda r: mean[r]["si_snri"])
         print(f"  {'met ' if top == runs['auto'] else 'MISSED'}  plain wildmix adapt the best "
               f"run: the best is {top} ({mean[top]['si_snri']:+.2f} dB; plain "
               f"{got['si_snri']:+.2f})")
 
 
-def consistency_correlation(name: str, runs: list[Path]) -> None:
-    """Spearman rank correlation of the label-free consistency and the true SI-SNRi over
+def check_correlation(name: str, runs: list[Path]) -> None:
+    """Spearman rank correlation of the label-free check and the true SI-SNRi over
     the validations of each run, and over all checkpoints of the situation together."""
     pooled = []
-    print(f"\n| {name}: run | validations | Spearman (consistency, SI-SNRi) | picked | best |"
+    print(f"\n| {name}: run | validations | Spearman (check, SI-SNRi) | picked | best |"
           "\n|---|---|---|---|---|")
     for run in runs:
-        rows = [(e["step"], e["valid_consistency"], e["valid_sisnri"]) for e in
+        rows = [(e["step"], e["valid_check"], e["valid_sisnri"]) for e in
                 (json.loads(line) for line in (run / "log.jsonl").read_text().splitlines())
-                if "valid_consistency" in e and "valid_sisnri" in e]
+                if "valid_check" in e and "valid_sisnri" in e]
         pooled += rows
         if len(rows) < 3:
             print(f"| {run.name} | {len(rows)} | too few | | |")

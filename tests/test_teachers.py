@@ -11,6 +11,7 @@ import torch
 from wildmix import audio, data, models, peers, strategies, teachers, train
 from wildmix.cli import main
 from wildmix.config import resolve
+from wildmix.evaluate import si_snr
 
 READY = peers.available()
 
@@ -136,14 +137,21 @@ def test_adapt_with_a_model_teacher_and_a_missing_peer(tiny_corpus, tmp_path, ca
     assert models.default_shifts(models.load_checkpoint(tmp_path / "adapted.safetensors")) \
         == shipped
     assert config["teacher_targets"] == str(run / "targets")  # a copy the refresh changes
-    # the label-free check: held-back recordings, the teacher's score kept, every
-    # validation logs the student's consistency and the teacher's (after any refresh)
-    assert config["select"] == "consistency" and config["teacher_refresh"] == "better"
+    # the label-free check: the shipped speech in the noise of held-back recordings, the
+    # teacher's score kept, every validation logs the student's score and the teacher's
+    # (after any refresh)
+    assert config["select"] == "check" and config["teacher_refresh"] == "better"
     state = teachers.teacher_state(run / "check")
-    assert state.members >= 1 and np.isfinite(state.score)
+    assert state.members >= 1 and state.names == ["v1"] and np.isfinite(state.score)
+    clean = sorted((run / "check" / "clean").glob("*.wav"))
+    assert clean and len(clean) == len(list((run / "check" / "noisy").glob("*.wav")))
+    shipped = [audio.read(f, 16000) for f in teachers.speech_files()]
+    for f in clean:  # each an utterance that ships with wildmix (up to a gain)
+        y = audio.read(f)
+        assert max(si_snr(y, x[:len(y)]) for x in shipped if len(x) >= len(y)) > 40
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()
-            if "valid_consistency" in line]
-    assert rows[0]["step"] == 0 and rows[-1]["teacher_consistency"] == state.score
+            if "valid_check" in line]
+    assert rows[0]["step"] == 0 and rows[-1]["teacher_check"] == state.score
     import importlib.util
 
     real = importlib.util.find_spec
@@ -205,17 +213,28 @@ def test_a_causal_student_streams_and_exports_like_the_shipped_models(tiny_corpu
                                audio.read(tmp_path / "torch.wav", check=False), atol=1e-3)
 
 
-def _place(tmp_path, n=3, rate=16000):
+RATE = 16000
+T = np.arange(2 * RATE) / RATE
+VOICE = np.where((T > 0.5) & (T < 1.5), 0.3 * np.sin(2 * np.pi * 440 * T), 0.0)
+
+
+def _place(tmp_path, n=3):
     """Recordings of one place: a 440 Hz 'voice' in the middle second of 2 s, and in each
-    recording a steady tone of its own (1000, 1500, ... Hz) as the noise, with a clean
-    estimate of each (the voice alone)."""
-    t = np.arange(2 * rate) / rate
-    voice = np.where((t > 0.5) & (t < 1.5), 0.3 * np.sin(2 * np.pi * 440 * t), 0.0)
+    recording a steady tone of its own (1000, 1500, ... Hz, amplitude 0.05) as the noise:
+    the SNR of each is 10 log10((0.3^2 / 2 * 0.5) / (0.05^2 / 2)) = 12.55 dB."""
     for k in range(n):
-        noise = 0.05 * np.sin(2 * np.pi * (1000 + 500 * k) * t + k)
-        audio.write(tmp_path / "rec" / f"r{k}.wav", (voice + noise).astype(np.float32), rate)
-        audio.write(tmp_path / "est" / f"r{k}.wav", voice.astype(np.float32), rate)
-    return data.paired_clips(tmp_path / "rec", tmp_path / "est")
+        noise = 0.05 * np.sin(2 * np.pi * (1000 + 500 * k) * T + k)
+        audio.write(tmp_path / "rec" / f"r{k}.wav", (VOICE + noise).astype(np.float32), RATE)
+    return data.index_folder(tmp_path / "rec").clips
+
+
+def _voices(tmp_path, n=2):
+    """Known 'speech' for the check: tones of 200 and 250 Hz, 1.5 s, at 16 kHz."""
+    t = np.arange(int(1.5 * RATE)) / RATE
+    for k in range(n):
+        audio.write(tmp_path / "speech" / f"s{k}.wav",
+                    (0.4 * np.sin(2 * np.pi * (200 + 50 * k) * t)).astype(np.float32), RATE)
+    return teachers.speech_files(tmp_path / "speech")
 
 
 def _tones(x, rate):
@@ -224,33 +243,59 @@ def _tones(x, rate):
     return set(np.flatnonzero(mag > 0.1 * mag.max()))
 
 
-def test_consistency_check_adds_the_pauses_of_another_recording(tmp_path):
-    """noisy = the recording + the noise of another recording's pauses (its tone, not the
-    voice), 0-10 dB below the recording; clean = the recording as it is."""
-    pairs = _place(tmp_path)
-    check = teachers.consistency_set(pairs, tmp_path / "check")
-    for k, (rec, _) in enumerate(pairs):
-        x = audio.read(rec.path)
+def _hears_voice(x, rate):
+    return VOICE[:len(x)]  # a perfect speech estimate of every recording of _place
+
+
+def test_check_is_known_speech_in_each_recordings_own_noise_at_its_snr(tmp_path):
+    """clean = the check speech in turn; noisy - clean = the recording's own noise (its
+    tone, not its voice, not another recording's noise), at the recording's SNR."""
+    clips, speech = _place(tmp_path), _voices(tmp_path)
+    check = teachers.check_set(clips, tmp_path / "check", _hears_voice, speech)
+    for k in range(len(clips)):
         clean, noisy = (audio.read(check / sub / f"r{k}.wav") for sub in ("clean", "noisy"))
-        np.testing.assert_allclose(clean, x, atol=1e-6)
+        assert si_snr(clean, audio.read(speech[k % 2])) > 60  # the speech files in turn
         added = noisy - clean
+        assert _tones(added, RATE) == {1000 + 500 * k}  # its own noise alone
         snr = 10 * np.log10(np.sum(clean ** 2) / np.sum(added ** 2))
-        assert 0.0 - 0.1 <= snr <= 10.0 + 0.1
-        tones = _tones(added, 16000)
-        assert 440 not in tones and 1000 + 500 * k not in tones  # neither voice nor own noise
-        assert tones & {1000 + 500 * j for j in range(3) if j != k}
+        assert abs(snr - 12.55) < 0.5
     # written once: a second call keeps the files
     before = (check / "noisy" / "r0.wav").stat().st_mtime_ns
-    teachers.consistency_set(pairs, check, seed=5)
+    teachers.check_set(clips, check, _hears_voice, speech, seed=5)
     assert (check / "noisy" / "r0.wav").stat().st_mtime_ns == before
+    with pytest.raises(data.DataError, match="no audio files"):
+        teachers.speech_files(tmp_path / "nothing")
 
 
-def test_consistency_is_the_snr_between_the_two_outputs():
+def test_check_score_is_the_mean_si_snr_against_the_speech():
     rng = np.random.default_rng(0)
     x = [rng.standard_normal(32000) for _ in range(3)]
     noisy = [a + 0.1 * rng.standard_normal(32000) for a in x]  # 20 dB
-    assert abs(teachers.consistency(noisy, x) - 20.0) < 0.2
-    assert teachers.consistency(x, x) > 100
+    assert abs(teachers.check_score(noisy, x) - 20.0) < 0.2
+    assert teachers.check_score([2 * a for a in x], x) > 100  # scale-invariant
+
+
+def test_the_check_keeps_the_best_teacher_or_mean_of_the_best():
+    """Two teachers with independent errors of the same size: their mean halves the error
+    power (+3 dB) and is kept; adding a third, poor one lowers the mean; each option's
+    score is the SI-SNR of that member or mean."""
+    rng = np.random.default_rng(1)
+    clean = [rng.standard_normal(16000) for _ in range(4)]
+    ests = {"a": [c + 0.1 * rng.standard_normal(16000) for c in clean],
+            "b": [c + 0.1 * rng.standard_normal(16000) for c in clean],
+            "poor": [c + 1.0 * rng.standard_normal(16000) for c in clean]}
+    scores = teachers.options(ests, clean)
+    # each alone, then the best two, then all three, best first
+    assert sorted(map(sorted, scores)) == [["a"], ["a", "b"], ["a", "b", "poor"], ["b"],
+                                           ["poor"]]
+    assert all(k[-1] == "poor" for k in scores if len(k) == 3)
+    best = max(scores, key=scores.get)
+    assert set(best) == {"a", "b"}
+    mean = [(a + b) / 2 for a, b in zip(ests["a"], ests["b"], strict=True)]
+    expected = np.mean([si_snr(m, c) for m, c in zip(mean, clean, strict=True)])
+    assert abs(scores[best] - expected) < 1e-4
+    assert abs(scores[best] - scores[("a",)] - 3.0) < 0.3
+    assert scores[best] > scores[tuple(k for k in scores if len(k) == 3)[0]]
 
 
 def _lowpass(x, rate, cut=700):
@@ -259,65 +304,59 @@ def _lowpass(x, rate, cut=700):
     return np.fft.irfft(spectrum, len(x)).astype(np.float32)
 
 
-def test_a_student_joins_the_teacher_only_when_that_makes_it_more_consistent(tmp_path):
-    """The teacher here passes its input through (its consistency: the added noise's SNR).
-    A student that removes the tones (a low pass) joins: every cached estimate becomes
-    the mean (members 1 -> 2), the score the consistency of that mean. A student that
-    outputs noise does not: nothing changes."""
-    pairs = _place(tmp_path)
-    check = teachers.consistency_set(pairs, tmp_path / "check")
+def test_a_student_joins_the_teacher_only_when_that_raises_its_check_score(tmp_path):
+    """The teacher here passes its input through (its score: the check's SNR). A student
+    that removes the noise tones (a low pass) joins: every cached estimate becomes the
+    mean (members 1 -> 2), the score that of the mean. A student that outputs noise does
+    not: nothing changes."""
+    clips = _place(tmp_path)
+    check = teachers.check_set(clips, tmp_path / "check", _hears_voice, _voices(tmp_path))
     targets = tmp_path / "targets"
-    for rec, _ in pairs:  # the teacher's estimate of each recording: the recording itself
-        audio.write(targets / os.path.basename(rec.path), audio.read(rec.path), 16000)
-    for sub in ("noisy", "clean"):
-        for f in (check / sub).glob("*.wav"):
-            audio.write(check / "teacher" / sub / f.name, audio.read(f), 16000)
-    audio.write_json(check / teachers.MANIFEST, {"members": 1, "score": teachers.consistency(
-        *[[audio.read(f) for f in sorted((check / sub).glob("*.wav"))]
-          for sub in ("noisy", "clean")])})
+    for rec in clips:  # the teacher's estimate of each recording: the recording itself
+        audio.write(targets / os.path.basename(rec.path), audio.read(rec.path), RATE)
+    noisy = sorted((check / "noisy").glob("*.wav"))
+    clean = [audio.read(check / "clean" / f.name) for f in noisy]
+    for f in noisy:
+        audio.write(check / "teacher" / f.name, audio.read(f), RATE)
+    audio.write_json(check / teachers.MANIFEST, {"members": 1, "names": ["x"], "score":
+                     teachers.check_score([audio.read(f) for f in noisy], clean)})
     before = teachers.teacher_state(check)
-    recordings = [r for r, _ in pairs]
 
     rng = np.random.default_rng(0)
-    noise = teachers.join(check, targets, recordings, tmp_path / "rec",
+    noise = teachers.join(check, targets, clips, tmp_path / "rec",
                           lambda x, rate: rng.standard_normal(len(x)).astype(np.float32))
     assert noise == before
-    np.testing.assert_array_equal(audio.read(targets / "r0.wav"), audio.read(recordings[0].path))
+    np.testing.assert_array_equal(audio.read(targets / "r0.wav"), audio.read(clips[0].path))
 
-    after = teachers.join(check, targets, recordings, tmp_path / "rec", _lowpass)
-    assert after.members == 2 and after.score > before.score + 3
+    after = teachers.join(check, targets, clips, tmp_path / "rec", _lowpass)
+    assert after.members == 2 and after.names == ["x"] and after.score > before.score + 3
     assert teachers.teacher_state(check) == after
-    for rec in recordings:
+    for rec in clips:
         x = audio.read(rec.path)
         np.testing.assert_allclose(audio.read(targets / os.path.basename(rec.path)),
-                                   (x + _lowpass(x, 16000)) / 2, atol=1e-6)
-    mean = [[(lambda y: (y + _lowpass(y, 16000)) / 2)(audio.read(f))
-             for f in sorted((check / sub).glob("*.wav"))] for sub in ("noisy", "clean")]
-    assert abs(after.score - teachers.consistency(*mean)) < 1e-3
+                                   (x + _lowpass(x, RATE)) / 2, atol=1e-6)
+    mean = [(lambda y: (y + _lowpass(y, RATE)) / 2)(audio.read(f)) for f in noisy]
+    assert abs(after.score - teachers.check_score(mean, clean)) < 1e-3
 
 
 def test_recordings_without_pauses_give_no_check_in_one_line(tmp_path):
     """Speech everywhere (no pause of 0.25 s in any held-back recording): DataError naming
     what is missing, which adapt turns into a warning and a run without the check."""
-    t = np.arange(32000) / 16000
     for k in range(3):
-        x = (0.3 * np.sin(2 * np.pi * (300 + 50 * k) * t)).astype(np.float32)
-        audio.write(tmp_path / "rec" / f"r{k}.wav", x, 16000)
-    pairs = data.paired_clips(tmp_path / "rec", tmp_path / "rec")
+        x = (0.3 * np.sin(2 * np.pi * (300 + 50 * k) * T)).astype(np.float32)
+        audio.write(tmp_path / "rec" / f"r{k}.wav", x, RATE)
+    clips = data.index_folder(tmp_path / "rec").clips
     with pytest.raises(data.DataError, match="pauses"):
-        teachers.consistency_set(pairs, tmp_path / "check")
+        teachers.check_set(clips, tmp_path / "check", lambda x, rate: x, _voices(tmp_path))
     assert not (tmp_path / "check" / "noisy").exists()
 
 
 def test_a_new_run_trains_on_a_fresh_copy_of_the_teachers_estimates(tmp_path):
     """A refresh changes RUN/targets, never RUN/teacher; a new run copies the teacher's
-    estimates again and builds its check again (its recordings may differ)."""
-    estimates, targets, check = (tmp_path / n for n in ("teacher", "targets", "check"))
+    estimates again."""
+    estimates, targets = tmp_path / "teacher", tmp_path / "targets"
     audio.write(estimates / "a.wav", np.ones(1600, np.float32), 16000)
     audio.write(targets / "a.wav", np.zeros(1600, np.float32), 16000)  # a refreshed one
-    audio.write(check / "noisy" / "a.wav", np.ones(1600, np.float32), 16000)
-    audio.write_json(check / teachers.MANIFEST, {"members": 2, "score": 1.0})
-    teachers._restart(estimates, targets, check)
+    teachers._restart(estimates, targets)
     np.testing.assert_array_equal(audio.read(targets / "a.wav"), np.ones(1600, np.float32))
-    assert not check.exists() and (estimates / "a.wav").exists()
-    assert not targets.with_name("targets.tmp").exists()
+    assert (estimates / "a.wav").exists() and not targets.with_name("targets.tmp").exists()

@@ -150,6 +150,7 @@ def _adapt(args) -> int:
                           max_minutes=args.max_minutes, lr=args.lr, seed=args.seed,
                           device=args.device, ema=args.ema, overlap=args.overlap,
                           speech=args.speech, refresh=args.refresh,
+                          check_speech=args.check_speech,
                           progress=not args.no_progress)
     summary, estimates = done.summary, done.estimates
     if estimates:
@@ -456,8 +457,9 @@ def _add_adapt(commands) -> None:
                          "wildmix models ('default', 'causal', a run folder or checkpoint), or "
                          "several, comma-separated, whose estimates are averaged; run once "
                          "over the recordings and cached in OUT/teacher (default: "
-                         f"%(default)s, the ensemble of {', '.join(teachers.ENSEMBLE)} where "
-                         "wildmix[peers] is installed, else the --from model itself)")
+                         f"%(default)s: where wildmix[peers] is installed, the best on the "
+                         f"label-free check of {', '.join(teachers.ENSEMBLE)} and the means "
+                         "of the best two, three, four of them; else the --from model)")
     ad.add_argument("--strategy", choices=ADAPT_STRATEGIES, default=d["strategy"],
                     help="remixit (recordings only), mixit fine-tuning, or supervised "
                          "fine-tuning on --speech mixed with --noise (default: %(default)s)")
@@ -476,19 +478,23 @@ def _add_adapt(commands) -> None:
                     help="optional paired folder (noisy/, clean/) to monitor and pick the "
                          "best checkpoint; without it the last is kept")
     ad.add_argument("--select", choices=SELECTIONS, default=d["select"],
-                    help="what chooses best.pt; consistency, dnsmos and agreement need no "
-                         "labels: the SI-SNR between the speech output of recordings held "
-                         "back from --data and of the same with more of their own noise, "
+                    help="what chooses best.pt; check, dnsmos and agreement need no "
+                         "labels: the SI-SNR on known speech (--check-speech) mixed with the "
+                         "noise of recordings held back from --data at their own SNR, "
                          "DNSMOS of the output, or its SI-SNR against the --teacher's "
                          "estimates (default: %(default)s: SI-SNRi with a paired --valid, "
-                         "else consistency with a --teacher other than the --from model, "
+                         "else check with a --teacher other than the --from model, "
                          "else the last weights)")
+    ad.add_argument("--check-speech", default=_defaults(teachers.adapt)["check_speech"],
+                    help="a folder of clean speech for the label-free check (voices other "
+                         "than your recordings'; default: the few utterances of real voices "
+                         "that ship with wildmix)")
     ad.add_argument("--refresh", choices=REFRESH, default=_defaults(teachers.adapt)["refresh"],
                     help="how a --teacher other than the --from model follows the student, "
                          "at each validation: 'better': the student joins the teacher (the "
                          "estimates become the mean of the teacher's members and the "
-                         "student's) when that makes the teacher more consistent; 'always'; "
-                         "'none': the estimates stay fixed (default: %(default)s)")
+                         "student's) when that raises the teacher's score on the check; "
+                         "'always'; 'none': the estimates stay fixed (default: %(default)s)")
     ad.add_argument("--max-steps", type=int, default=d["max_steps"],
                     help="step budget (default: %(default)s)")
     ad.add_argument("--max-minutes", type=float, default=d["max_minutes"],

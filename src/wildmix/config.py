@@ -25,7 +25,7 @@ LOSSES = ("snr", "sisnr")
 SEARCHES = ("exact", "efficient")
 TEACHER_UPDATES = ("ema", "replace", "frozen")
 REFRESH = ("better", "always", "none")  # how a cached teacher follows the student
-SELECTIONS = ("auto", "sisnri", "dnsmos", "consistency", "agreement", "mixit", "none")
+SELECTIONS = ("auto", "sisnri", "dnsmos", "check", "agreement", "mixit", "none")
 # what `wildmix evaluate` offers: wildmix.evaluate.BASELINES and ENHANCE_METRICS (a test
 # holds them equal); named here so that the command line need not import torch
 BASELINES = ("noisy", "spectral-gating", "spectral-gating-stationary", "nsnet2", "rnnoise",
@@ -145,14 +145,14 @@ class TrainConfig:
     # for each recording NAME, wildmix.teachers); the --teacher model then only starts the
     # student, and stays frozen
     teacher_targets: str | None = None
-    # the label-free check of wildmix adapt with a cached teacher (wildmix.teachers): a
-    # folder of held-back recordings (clean/) and the same with more of their own noise
-    # (noisy/), and the teacher's estimates of both (teacher/, teacher.json); validation
-    # scores the consistency of the model's speech between the two (valid_consistency)
-    consistency: str | None = None
-    # with `consistency`, at each validation: "better": the student joins the teacher (its
-    # estimates become the mean of the teacher's members and the student's) when that makes
-    # the teacher more consistent; "always": it joins; "none": the teacher stays fixed
+    # the label-free check of wildmix adapt with a cached teacher (wildmix.teachers): known
+    # speech (clean/) and the same with the noise of held-back recordings (noisy/), and the
+    # teacher's estimates (teacher/, teacher.json); validation scores the model's SI-SNR on
+    # it (valid_check)
+    check: str | None = None
+    # with `check`, at each validation: "better": the student joins the teacher (its
+    # estimates become the mean of the teacher's members and the student's) when that
+    # raises the teacher's score on the check; "always": it joins; "none": it stays fixed
     teacher_refresh: str = "none"
     extra: dict = field(default_factory=dict)
 
@@ -280,8 +280,8 @@ def _selection(c: TrainConfig) -> str | None:
     if c.select == "auto":
         if paired:
             return "sisnri"
-        if c.consistency:
-            return "consistency"
+        if c.check:
+            return "check"
         if c.teacher_targets:
             return "agreement"
         return "mixit" if c.strategy == "mixit" and c.valid else None
@@ -292,8 +292,8 @@ def _selection(c: TrainConfig) -> str | None:
     if c.teacher_refresh not in REFRESH:
         raise ValueError(f"teacher refresh must be one of {', '.join(REFRESH)}, got "
                          f"{c.teacher_refresh!r}")
-    if (c.select == "consistency" or c.teacher_refresh != "none") and not c.consistency:
-        raise ValueError("--select consistency and the teacher refresh need the check files "
+    if (c.select == "check" or c.teacher_refresh != "none") and not c.check:
+        raise ValueError("--select check and the teacher refresh need the check files "
                          "that wildmix adapt builds with a --teacher other than the model "
                          "being adapted")
     if c.select == "sisnri" and not paired:

@@ -10,6 +10,12 @@ thread each), so :func:`estimate_folder` computes them once, in worker processes
 folder beside the run (``NAME.wav`` for each recording ``NAME``, same length and rate), and
 reuses them when the teachers and the recordings are unchanged. RemixIT then trains on
 those estimates (:class:`wildmix.strategies.RemixIT` with cached targets).
+
+The label-free check (:func:`check_set`) judges teachers and students without a label from
+the user: known speech (:data:`SPEECH`, utterances of real voices that ship with wildmix)
+mixed with the noise of recordings held back from training, heard in their pauses, at
+their own SNR. It chooses the default teacher (:func:`score_teachers`), best.pt, and when
+the student joins the teacher (:func:`join`).
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ log = logging.getLogger("wildmix")
 # the ensemble of `wildmix adapt`'s default: the four peers whose mean was measured best
 ENSEMBLE = ("nsnet2", "gtcrn", "dtln", "dfn3")
 MANIFEST = "teacher.json"
-CHECK_SECONDS = 10.0  # of each held-back recording in the consistency check
-CHECK_SNR_DB = (0.0, 10.0)  # how far below the recording the added noise lies
+CHECK_SECONDS = 10.0  # of each check file (speech), and of each held-back recording (noise)
+CHECK_SNR_DB = (-5.0, 20.0)  # the held-back recordings' estimated SNR, kept within this
+SPEECH = Path(__file__).resolve().parent / "speech"  # the check's speech (scripts/check_speech.py)
 
 
 def parse(spec: str) -> list[str]:
@@ -175,20 +182,23 @@ class Adapted:
 
 
 def adapt(data: str, out: str, teacher: str = "auto", workers: int | None = None,
-          progress: bool = True, refresh: str = "better", **options) -> Adapted:
+          progress: bool = True, refresh: str = "better", check_speech: str | None = None,
+          **options) -> Adapted:
     """``wildmix adapt``: RemixIT on the recordings in ``data`` from ``options["start"]``
     (default: the shipped model), its targets from ``teacher``: ``"auto"`` (the best
-    available, :func:`best_available`), or names (:func:`parse`). A teacher other than the
-    start model is run once over the recordings (:func:`estimate_folder`, into
-    ``out/teacher``, copied to ``out/targets`` for training) and over the consistency
-    check's files (:func:`consistency_set`, from a fifth of the recordings held back, into
-    ``out/check``); ``refresh``: how the student joins the teacher at the validations
-    (:data:`wildmix.config.REFRESH`, :func:`join`). The start model as teacher follows the
-    student, as in :func:`wildmix.config.adapt_config`. Other strategies take no teacher.
+    available, :func:`best_available`, of which the label-free check keeps the best
+    member or mean of members), or names (:func:`parse`, their mean). Such a teacher is
+    scored on the label-free check (:func:`check_set`: ``check_speech``, a folder, default
+    the speech that ships with wildmix, with the noise of a fifth of the recordings, held back; into
+    ``out/check``), then run once over the recordings (:func:`estimate_folder`, into
+    ``out/teacher``, copied to ``out/targets`` for training); ``refresh``: how the student
+    joins the teacher at the validations (:data:`wildmix.config.REFRESH`, :func:`join`).
+    The start model as teacher follows the student, as in
+    :func:`wildmix.config.adapt_config`. Other strategies take no teacher.
 
     ``options``: the keyword arguments of :func:`wildmix.config.adapt_config`.
     Raises:
-        ValueError, MissingExtra, CheckpointError: before any slow work.
+        ValueError, MissingExtra, CheckpointError, DataError: before any slow work.
     """
     from wildmix import data as wdata
     from wildmix.config import adapt_config, resolve
@@ -209,9 +219,10 @@ def adapt(data: str, out: str, teacher: str = "auto", workers: int | None = None
     cached = names != [start]
     if cached:
         config = dataclasses.replace(config, teacher_update="frozen",
-                                     teacher_targets=str(targets), consistency=str(check_dir),
+                                     teacher_targets=str(targets), check=str(check_dir),
                                      teacher_refresh=refresh)
         check(names)
+        voices = speech_files(check_speech)
     resolve(config)  # bad settings or an unusable --from: refused before anything is written
     estimates = None
     with folder_lock(out, "adapt"):  # a folder in use: refused before any work
@@ -219,17 +230,25 @@ def adapt(data: str, out: str, teacher: str = "auto", workers: int | None = None
             log.info("%s", line)
         if cached:
             index = wdata.index_folder(data)
+            new = not (Path(out) / "last.pt").exists()
+            if new:  # built again from this run's recordings
+                import shutil
+
+                shutil.rmtree(check_dir, ignore_errors=True)
+            config, names = _check(config, index, names, teacher == "auto", voices, start,
+                                   workers, progress)
+            if teacher == "auto":
+                line = f"teacher: {' + '.join(names)} (the best on the label-free check)"
             estimates = estimate_folder(index.clips, data, names, folder, workers, progress)
-            if not (Path(out) / "last.pt").exists():  # a new run starts from the teacher
-                _restart(folder, targets, check_dir)  # (a resumed one keeps its refreshes)
-            config = _check(config, index, names, workers, progress)
+            if new:  # a new run starts from the teacher (a resumed one keeps its refreshes)
+                _restart(folder, targets)
     summary = train(config, progress)
     return Adapted(summary, line, estimates, time.perf_counter() - begin)
 
 
-def _restart(estimates: Path, targets: Path, check_dir: Path) -> None:
+def _restart(estimates: Path, targets: Path) -> None:
     """The training targets of a new run: a copy of the teacher's estimates (the refresh
-    changes the copy), and no check yet (built again from this run's recordings)."""
+    changes the copy)."""
     import shutil
 
     tmp = targets.with_name(targets.name + ".tmp")
@@ -237,47 +256,78 @@ def _restart(estimates: Path, targets: Path, check_dir: Path) -> None:
     shutil.copytree(estimates, tmp)
     shutil.rmtree(targets, ignore_errors=True)
     tmp.rename(targets)
-    shutil.rmtree(check_dir, ignore_errors=True)
 
 
-def _check(config, index, names: list[str], workers: int | None, progress: bool):
-    """The consistency check's files and the teacher's score on them; without them (too
-    few recordings, or no pauses) the run goes on without the check, said in one line."""
+def _check(config, index, names: list[str], choose: bool, speech: list, start: str,
+           workers: int | None, progress: bool):
+    """The label-free check's files and the teachers' scores on it, and the teacher kept
+    (with ``choose``, the best of ``names`` and their means); without the check (too few
+    recordings, or no pauses) the run goes on with the mean of ``names``, said in one line.
+    Returns the config and the teacher's names."""
     from wildmix import data as wdata
     from wildmix.train import hold_back
 
-    held = {c.path for c in hold_back(index.clips, config.valid_files, True)[1]}
-    pairs = [p for p in wdata.paired_clips(config.data, config.teacher_targets)
-             if p[0].path in held]
+    held = hold_back(index.clips, config.valid_files, True)[1]
     try:
-        if not pairs:
+        if not held:
             raise wdata.DataError(f"{len(index.clips)} recordings are too few to hold any "
                                   "back (10 or more)")
-        consistency_set(pairs, config.consistency, config.seed)
+        check_set(held, config.check, _estimator(start), speech, config.seed)
     except wdata.DataError as e:
         log.warning("no label-free check: %s; the teacher stays fixed and the last weights "
                     "are kept", e)
-        return dataclasses.replace(config, consistency=None, teacher_refresh="none",
-                                   select="none" if config.select in ("auto", "consistency")
-                                   else config.select)
-    state = score_teacher(config.consistency, names, workers, progress)
-    log.info("label-free check on %d held-back recordings: the teacher's consistency %.2f dB"
-             "%s", len(pairs), state.score,
-             {"better": "; the student joins the teacher when that raises it",
-              "always": "; the student joins the teacher at every validation"}.get(
+        return dataclasses.replace(config, check=None, teacher_refresh="none",
+                                   select="none" if config.select in ("auto", "check")
+                                   else config.select), names
+    state, scores = score_teachers(config.check, names, choose, workers, progress)
+    if scores:
+        log.info("label-free check on %d held-back recordings' noise, SI-SNR dB: %s", len(held),
+                 "; ".join(f"{k} {v:.2f}" for k, v in sorted(scores.items(),
+                                                              key=lambda kv: -kv[1])))
+    log.info("teacher: %s (check %.2f dB)%s", " + ".join(state.names), state.score,
+             {"better": "; the student joins it when that raises its check score",
+              "always": "; the student joins it at every validation"}.get(
                  config.teacher_refresh, ""))
-    return config
+    return config, state.names
 
 
-# --- the label-free criterion and the teacher refresh -------------------------------------
+# --- the label-free check, the choice of the teacher and the teacher refresh ---------------
 
 
-def consistency_set(held: list[tuple], out: str | os.PathLike, seed: int = 0) -> Path:
-    """The files of the consistency check, from held-back recordings and a speech estimate
-    of each, ``held = [(recording clip, estimate clip)]``: ``out/clean/NAME.wav``, the
-    first :data:`CHECK_SECONDS` of the recording, and ``out/noisy/NAME.wav``, the same with
-    more noise of the same place: the pauses (:func:`wildmix.data.pauses` of the estimate)
-    of another held-back recording, :data:`CHECK_SNR_DB` below it. Written once.
+def speech_files(folder: str | os.PathLike | None = None) -> list[Path]:
+    """The clean half of the check: the audio files in ``folder`` (default :data:`SPEECH`,
+    dry utterances of real voices that ship with wildmix).
+
+    Raises:
+        DataError: no audio file there.
+    """
+    from wildmix import data as wdata
+
+    folder = Path(folder or SPEECH)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in audio.AUDIO_EXTENSIONS) \
+        if folder.is_dir() else []
+    if not files:
+        raise wdata.DataError(f"{folder}: no audio files for the check's speech")
+    return files
+
+
+def snr_estimate(x: np.ndarray, pause: np.ndarray) -> float:
+    """The SNR (dB) of a recording ``x`` whose noise alone is heard in ``pause``: the power
+    of ``x`` less that of the noise, over that of the noise (at least -30 dB)."""
+    px, pn = (float(np.mean(np.square(v, dtype=np.float64))) for v in (x, pause))
+    return 10 * math.log10(max(px - pn, 1e-3 * pn) / max(pn, 1e-20))
+
+
+def check_set(held: list, out: str | os.PathLike, estimate, speech: list,
+              seed: int = 0) -> Path:
+    """The files of the label-free check, from recordings held back from training (clips):
+    for each, ``out/clean/NAME.wav``, an utterance of ``speech`` (the files in turn, at the
+    recording's rate, at most :data:`CHECK_SECONDS`), and ``out/noisy/NAME.wav``, the same
+    with the recording's own noise: its pauses (:func:`wildmix.data.pauses` of
+    ``estimate(x, sample_rate) -> (T,)``, in its first :data:`CHECK_SECONDS`) one after the
+    other, at the recording's estimated SNR (:func:`snr_estimate`, within
+    :data:`CHECK_SNR_DB`). The user's noise at the user's SNR, speech whose truth is known.
+    Written once.
 
     Raises:
         DataError: no held-back recording has 0.25 s of pauses.
@@ -287,105 +337,125 @@ def consistency_set(held: list[tuple], out: str | os.PathLike, seed: int = 0) ->
     out = Path(out)
     if (out / "noisy").is_dir():
         return out
-    crops, noise = [], []
-    for k, (rec, est) in enumerate(held):
+    rng, written = np.random.default_rng(seed), 0
+    for rec in held:
         rate = rec.sample_rate
-        frames = min(rec.frames, int(CHECK_SECONDS * rate))
-        x = audio.read(rec.path, start=rec.start, frames=frames, check=False)
-        t = audio.read(est.path, start=est.start, frames=frames, check=False)
-        crops.append((Path(rec.path).stem, x, rate))
-        pause = wdata.join_stretches(x, wdata.pauses(t, rate), rate)
-        if len(pause) >= 0.25 * rate:
-            noise.append((k, pause))
-    if not noise:
+        x = audio.read(rec.path, start=rec.start, frames=min(rec.frames, int(CHECK_SECONDS *
+                                                                             rate)), check=False)
+        pause = wdata.join_stretches(x, wdata.pauses(estimate(x, rate), rate), rate)
+        if len(pause) < 0.25 * rate:
+            continue
+        s = audio.read(speech[written % len(speech)], rate, check=False)
+        s = s[:int(CHECK_SECONDS * rate)].astype(np.float64)
+        n = np.tile(pause, len(s) // len(pause) + 1)
+        begin = int(rng.integers(len(n) - len(s) + 1))
+        n = n[begin:begin + len(s)].astype(np.float64)
+        snr = float(np.clip(snr_estimate(x, pause), *CHECK_SNR_DB))
+        n *= math.sqrt(np.sum(s ** 2) / max(np.sum(n ** 2) * 10 ** (snr / 10), 1e-20))
+        peak = max(1.0, float(np.abs(s + n).max()) / 0.99)
+        name = f"{Path(rec.path).stem}.wav"
+        audio.write(out / "clean" / name, (s / peak).astype(np.float32), rate)
+        audio.write(out / "noisy" / name, ((s + n) / peak).astype(np.float32), rate)
+        written += 1
+    if not written:
         raise wdata.DataError("no held-back recording has 0.25 s without speech: the "
-                              "consistency check needs some pauses; use --select none")
-    rng = np.random.default_rng(seed)
-    for k, (name, x, rate) in enumerate(crops):
-        others = [n for j, n in noise if j != k] or [noise[0][1]]
-        n = others[int(rng.integers(len(others)))]
-        n = np.tile(n, len(x) // len(n) + 1)
-        start = int(rng.integers(len(n) - len(x) + 1))
-        n = n[start:start + len(x)].astype(np.float64)
-        n *= np.sqrt(np.sum(np.square(x, dtype=np.float64)) / max(
-            np.sum(n ** 2) * 10 ** (rng.uniform(*CHECK_SNR_DB) / 10), 1e-20))
-        y = x + n
-        peak = max(1.0, float(np.abs(y).max()) / 0.99)
-        audio.write(out / "clean" / f"{name}.wav", (x / peak).astype(np.float32), rate)
-        audio.write(out / "noisy" / f"{name}.wav", (y / peak).astype(np.float32), rate)
+                              "label-free check takes its noise from the pauses; use "
+                              "--select none")
     return out
 
 
-def consistency(noisier: list[np.ndarray], plain: list[np.ndarray]) -> float:
-    """The label-free criterion: mean SI-SNR (dB) between a denoiser's speech estimates of
-    each held-back recording with added noise (``noisier``) and of the recording itself
-    (``plain``). A denoiser that removes the noise gives the same speech from both; one that
-    leaves noise or distorts the speech by the noise gives different outputs."""
+def check_score(estimates: list[np.ndarray], clean: list[np.ndarray]) -> float:
+    """The label-free criterion: mean SI-SNR (dB) of a denoiser's speech estimates of the
+    check's noisy files against their clean speech."""
     from wildmix.evaluate import si_snr
 
-    return float(np.mean([si_snr(a, b) for a, b in zip(noisier, plain, strict=True)]))
+    return float(np.mean([si_snr(e, c) for e, c in zip(estimates, clean, strict=True)]))
 
 
 @dataclass
 class Teacher:
     """The state of a cached teacher during a run, kept in ``check/teacher.json``."""
 
-    members: int  # models averaged in its estimates (peers, then students that joined)
-    score: float  # its consistency on the check files
+    members: int  # models averaged in its estimates (teachers, then students that joined)
+    score: float  # its score on the check (:func:`check_score`)
+    names: list = dataclasses.field(default_factory=list)  # the teachers it started from
 
 
 def teacher_state(check: str | os.PathLike) -> Teacher:
     return Teacher(**json.loads((Path(check) / MANIFEST).read_text()))
 
 
-def score_teacher(check: str | os.PathLike, names: list[str], workers: int | None = None,
-                  progress: bool = True) -> Teacher:
-    """Run the teachers over the check files (into ``check/teacher``) and keep their
-    consistency in ``check/teacher.json``; done once (a resumed run keeps it)."""
+def _clean(check: Path) -> tuple[list[str], list[np.ndarray]]:
+    names = sorted(p.name for p in (check / "noisy").glob("*.wav"))
+    return names, [audio.read(check / "clean" / n, check=False) for n in names]
+
+
+def score_teachers(check: str | os.PathLike, names: list[str], choose: bool = False,
+                   workers: int | None = None, progress: bool = True) -> tuple[Teacher, dict]:
+    """Run each teacher over the check's noisy files (into ``check/members/NAME``), score
+    each alone and the mean of the best ``k`` of them (k = 2 .. all), and keep as the
+    teacher the mean of all of ``names`` or, with ``choose``, the best of those options;
+    its estimates go to ``check/teacher``, its state to ``check/teacher.json``. Done once (a
+    resumed run keeps it). Returns the teacher and each option's score."""
     check = Path(check)
     if (check / MANIFEST).exists():
-        return teacher_state(check)
+        return teacher_state(check), {}
     from wildmix import data as wdata
 
-    clips = [c for sub in ("noisy", "clean") for c in wdata.index_folder(check / sub).clips]
-    estimate_folder(clips, check, names, check / "teacher", workers, progress)
-    state = Teacher(len(names), _teacher_consistency(check))
+    clips = wdata.index_folder(check / "noisy").clips
+    folders = {n: check / "members" / f"{k}" for k, n in enumerate(names)}
+    for name, folder in folders.items():
+        estimate_folder(clips, check / "noisy", [name], folder, workers, progress)
+    files, clean = _clean(check)
+    ests = {n: [audio.read(folders[n] / f, check=False) for f in files] for n in names}
+    scores = options(ests, clean)
+    chosen = list(max(scores, key=scores.get)) if choose else names
+    mean = _average(ests, chosen)
+    for f, y in zip(files, mean, strict=True):
+        audio.write(check / "teacher" / f, y, audio.info(check / "noisy" / f).sample_rate)
+    state = Teacher(len(chosen), check_score(mean, clean), chosen)
     audio.write_json(check / MANIFEST, dataclasses.asdict(state))
-    return state
+    return state, {", ".join(k): v for k, v in scores.items()}
 
 
-def _teacher_consistency(check: Path) -> float:
-    names = sorted(p.name for p in (check / "noisy").glob("*.wav"))
-    read = [[audio.read(check / "teacher" / sub / n, check=False) for n in names]
-            for sub in ("noisy", "clean")]
-    return consistency(*read)
+def options(ests: dict[str, list], clean: list[np.ndarray]) -> dict[tuple, float]:
+    """The check score of each teacher alone (``ests[name]``: its estimates of the noisy
+    files) and of the mean of the best ``k`` of them by that score, k = 2 .. all."""
+    scores = {(n,): check_score(ys, clean) for n, ys in ests.items()}
+    order = sorted(ests, key=lambda n: -scores[(n,)])
+    for k in range(2, len(order) + 1):
+        scores[tuple(order[:k])] = check_score(_average(ests, order[:k]), clean)
+    return scores
+
+
+def _average(ests: dict, names: list[str]) -> list[np.ndarray]:
+    return [np.mean(ys, axis=0).astype(np.float32)
+            for ys in zip(*(ests[n] for n in names), strict=True)]
 
 
 def join(check: str | os.PathLike, targets: str | os.PathLike, recordings: list,
          root: str | os.PathLike, speech, always: bool = False) -> Teacher:
     """The teacher refresh: the student (``speech(x, sample_rate) -> (T,)``) joins the
-    teacher when the mean of the teacher's ``members`` and the student is more consistent
-    on the check files than the teacher alone (or ``always``); then every cached estimate
-    (of the training ``recordings`` under ``root``, in ``targets``, and of the check files)
+    teacher when the mean of the teacher's ``members`` and the student scores higher on the
+    check than the teacher alone (or ``always``); then every cached estimate (of the
+    training ``recordings`` under ``root``, in ``targets``, and of the check's noisy files)
     becomes that mean. Returns the teacher, joined or not."""
     check, targets = Path(check), Path(targets)
     state = teacher_state(check)
     k = state.members
-    names = sorted(p.name for p in (check / "noisy").glob("*.wav"))
-    joined = {sub: [_mean(check / sub / n, check / "teacher" / sub / n, speech, k)
-                    for n in names] for sub in ("noisy", "clean")}
-    score = consistency(joined["noisy"], joined["clean"])
+    files, clean = _clean(check)
+    joined = [_mean(check / "noisy" / f, check / "teacher" / f, speech, k) for f in files]
+    score = check_score(joined, clean)
     if score <= state.score and not always:
         return state
-    for sub, estimates in joined.items():
-        for n, y in zip(names, estimates, strict=True):
-            audio.write(check / "teacher" / sub / n, y, audio.info(check / sub / n).sample_rate)
+    for f, y in zip(files, joined, strict=True):
+        audio.write(check / "teacher" / f, y, audio.info(check / "noisy" / f).sample_rate)
     for clip in recordings:
         dst = (targets / os.path.relpath(clip.path, root)).with_suffix(".wav")
         audio.write(dst, _mean(clip.path, dst, speech, k), clip.sample_rate)
-    new = Teacher(k + 1, score)
+    new = Teacher(k + 1, score, state.names)
     audio.write_json(check / MANIFEST, dataclasses.asdict(new))
-    log.info("the student joins the teacher: %d members, consistency %.2f -> %.2f dB",
+    log.info("the student joins the teacher: %d members, check %.2f -> %.2f dB",
              new.members, state.score, new.score)
     return new
 

@@ -244,8 +244,8 @@ class ValidSets:
     recordings: list = field(default_factory=list)  # clips scored by DNSMOS (--select dnsmos)
     # (held-back recording, the teacher's cached estimate of it): --select agreement
     agreement: list = field(default_factory=list)
-    # (recording + more of its noise, the recording): --select consistency, label-free
-    consistency: list = field(default_factory=list)
+    # (known speech + a held-back recording's noise, the speech): --select check, label-free
+    check: list = field(default_factory=list)
 
 
 def datasets(c: TrainConfig, total_examples: int):
@@ -257,13 +257,13 @@ def datasets(c: TrainConfig, total_examples: int):
         valid.recordings = held or [n for n, _ in valid.paired] or valid.recordings
     elif c.select == "agreement":
         valid.agreement = held
-    if c.consistency:
-        check = Path(c.consistency)
-        valid.consistency = wdata.paired_clips(check / "noisy", check / "clean")
+    if c.check:
+        check = Path(c.check)
+        valid.check = wdata.paired_clips(check / "noisy", check / "clean")
     if c.select != "dnsmos":  # DNSMOS costs seconds a file: only where it chooses
         valid.recordings = []
     if valid.mixtures is not None or valid.paired or valid.recordings or valid.agreement \
-            or valid.consistency:
+            or valid.check:
         log.info("validation computes: %s", ", ".join(valid_metrics(valid)))
     return train_set, valid, sum(r.duration for r in recordings)
 
@@ -272,7 +272,7 @@ def valid_metrics(valid: ValidSets) -> list[str]:
     """The names :func:`validate` reports for these sets."""
     return ((["valid_mixit"] if valid.mixtures is not None else [])
             + (["valid_agreement"] if valid.agreement else [])
-            + (["valid_consistency"] if valid.consistency else [])
+            + (["valid_check"] if valid.check else [])
             + (["valid_sisnr", "valid_sisnr_noisy", "valid_sisnri"] if valid.paired else [])
             + ([f"valid_{m}" for m in mos.METRICS] if valid.recordings else []))
 
@@ -306,14 +306,14 @@ def _train_set(c: TrainConfig, total_examples: int):
     log.info("recordings %s: %s", c.data, index.summary())
     # held back to choose best.pt label-free: by DNSMOS without a --valid folder, always by
     # agreement with the teacher (a valid folder has no cached estimates); with the
-    # consistency check (wildmix adapt with a cached teacher), its recordings
-    clips, held = hold_back(index.clips, c.valid_files, bool(c.consistency)) if (
-        c.select == "dnsmos" and not c.valid) or c.select == "agreement" or c.consistency \
+    # label-free check (wildmix adapt with a cached teacher), the recordings of its noise
+    clips, held = hold_back(index.clips, c.valid_files, bool(c.check)) if (
+        c.select == "dnsmos" and not c.valid) or c.select == "agreement" or c.check \
         else (index.clips, [])
     if held:
         log.info("%d recordings held back from training to choose best.pt by %s",
                  len(held), "DNSMOS" if c.select == "dnsmos" else
-                 "consistency" if c.consistency else "agreement with the teacher")
+                 "the label-free check" if c.check else "agreement with the teacher")
     recordings = None  # RemixIT's input: the teacher supplies the targets
     if c.strategy == "remixit" and c.teacher_targets:  # [recording, its cached estimate]
         pairs = wdata.paired_clips(c.data, c.teacher_targets)
@@ -349,7 +349,7 @@ def _train_set(c: TrainConfig, total_examples: int):
 
 def hold_back(clips: list, most: int, fifth: bool = False) -> tuple[list, list]:
     """``(kept, held back)``: every k-th recording, at most ``most`` and a tenth of them
-    (a fifth with ``fifth``: the consistency check needs more)."""
+    (a fifth with ``fifth``: the label-free check needs more)."""
     n = min(most, len(clips) // (5 if fifth else 10))
     if n == 0:
         return clips, []
@@ -621,7 +621,7 @@ class Loop:
         if self.ckpt.rank == 0:
             metrics = validate_fn()
             if self.c.teacher_refresh != "none":
-                metrics["teacher_consistency"] = refresh(self.c, self.average.model,
+                metrics["teacher_check"] = refresh(self.c, self.average.model,
                                                          self.device)
             score = score_of(metrics, self.c.select)
             if score is not None and (self.state.best is None or score > self.state.best):
@@ -741,10 +741,10 @@ def validate(model, valid: ValidSets, device, batch_size: int, strategy: Strateg
         out["valid_sisnri"] = out["valid_sisnr"] - out["valid_sisnr_noisy"]
     if valid.recordings:
         out.update(_dnsmos(model, valid.recordings, device, sample_rate))
-    if valid.consistency:
-        out["valid_consistency"] = teachers.consistency(*[
-            [_speech(model, _read(pair[k], sample_rate), device) for pair in valid.consistency]
-            for k in (0, 1)])
+    if valid.check:
+        out["valid_check"] = teachers.check_score(
+            [_speech(model, _read(noisy, sample_rate), device) for noisy, _ in valid.check],
+            [_read(clean, sample_rate) for _, clean in valid.check])
     if valid.agreement:
         out["valid_agreement"] = float(np.mean([
             evaluate.si_snr(_speech(model, _read(r, sample_rate), device), _read(e, sample_rate))
@@ -775,14 +775,14 @@ def _speech(model, x: np.ndarray, device) -> np.ndarray:
 @torch.no_grad()
 def refresh(c: TrainConfig, model, device) -> float:
     """The teacher refresh of RemixIT on cached estimates: the student (``model``) joins the
-    teacher when that makes it more consistent (:func:`wildmix.teachers.join`); returns the
-    teacher's consistency."""
+    teacher when that raises the teacher's score on the label-free check
+    (:func:`wildmix.teachers.join`); returns the teacher's score."""
     from wildmix.enhance import Enhancer
 
     # whole recordings in chunks, at their own rate, as the teachers' estimates were made
     speech = Enhancer(model, c.sample_rate, device=device, atten_lim_db=math.inf).enhance
     recordings = [r for r, _ in wdata.paired_clips(c.data, c.teacher_targets)]
-    teacher = teachers.join(c.consistency, c.teacher_targets, recordings, c.data, speech,
+    teacher = teachers.join(c.check, c.teacher_targets, recordings, c.data, speech,
                             always=c.teacher_refresh == "always")
     model.train()
     return teacher.score
@@ -791,7 +791,7 @@ def refresh(c: TrainConfig, model, device) -> float:
 def score_of(metrics: dict, select: str) -> float | None:
     """Higher is better, by the run's criterion (:data:`wildmix.config.SELECTIONS`)."""
     key = {"sisnri": "valid_sisnri", "dnsmos": "valid_dnsmos_ovr", "mixit": "valid_mixit",
-           "agreement": "valid_agreement", "consistency": "valid_consistency"}
+           "agreement": "valid_agreement", "check": "valid_check"}
     if key.get(select) not in metrics:
         return None
     return -metrics["valid_mixit"] if select == "mixit" else metrics[key[select]]
