@@ -487,8 +487,8 @@ def _add_adapt(commands) -> None:
                          "else the last weights)")
     ad.add_argument("--check-speech", default=_defaults(teachers.adapt)["check_speech"],
                     help="a folder of clean speech for the label-free check (voices other "
-                         "than your recordings'; default: the few utterances of real voices "
-                         "that ship with wildmix)")
+                         "than your recordings'; default: 12 utterances that ship with "
+                         "wildmix, of voices no shipped model trained on)")
     ad.add_argument("--refresh", choices=REFRESH, default=_defaults(teachers.adapt)["refresh"],
                     help="how a --teacher other than the --from model follows the student, "
                          "at each validation: 'better': the student joins the teacher (the "

@@ -12,7 +12,7 @@ reuses them when the teachers and the recordings are unchanged. RemixIT then tra
 those estimates (:class:`wildmix.strategies.RemixIT` with cached targets).
 
 The label-free check (:func:`check_set`) judges teachers and students without a label from
-the user: known speech (:data:`SPEECH`, utterances of real voices that ship with wildmix)
+the user: known speech (:data:`SPEECH`, utterances of unseen voices that ship with wildmix)
 mixed with the noise of recordings held back from training, heard in their pauses, at
 their own SNR. It chooses the default teacher (:func:`score_teachers`), best.pt, and when
 the student joins the teacher (:func:`join`).
@@ -296,7 +296,8 @@ def _check(config, index, names: list[str], choose: bool, speech: list, start: s
 
 def speech_files(folder: str | os.PathLike | None = None) -> list[Path]:
     """The clean half of the check: the audio files in ``folder`` (default :data:`SPEECH`,
-    dry utterances of real voices that ship with wildmix).
+    dry utterances, shipped with wildmix, of voices that no shipped model trained on: a
+    model that knows the check's voices would score itself too high).
 
     Raises:
         DataError: no audio file there.
