@@ -274,9 +274,12 @@ bench-stream: $(STAMP)
 # and the rank correlation of the label-free check with SI-SNRi over the runs' checkpoints.
 # ADAPT_MINUTES: each run's budget
 ADAPT_MINUTES ?= 6
+# runs at a time (each on one thread)
+ADAPT_JOBS ?= 2
 bench-adapt: library-sets
-	$(PY) benchmarks/bench_adapt.py --teachers --situations library --minutes $(ADAPT_MINUTES) \
-		--library $(LIBRARY)
+	$(PY) benchmarks/bench_adapt.py --teachers --situations library real --real-teachers auto \
+		ensemble --minutes $(ADAPT_MINUTES) --jobs $(ADAPT_JOBS) --library $(LIBRARY) \
+		--real-data $(DATA)/corpus-real
 
 # slower (about 2 h 20 min): the adaptation methods without a teacher (RemixIT, RemixIT
 # with DNSMOS selection, MixIT with VAD noise, with the model's noise estimates, with the

@@ -64,6 +64,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -381,26 +383,55 @@ FLAGS = {"auto": [], "ensemble": ["--teacher", ",".join(teachers.ENSEMBLE)]}
 LIBRARY_SITUATIONS = {"library-valid": "valid-set", "library-test": "test-set"}
 
 
-def teacher_runs(cli, name: str, folder: Path, rendered: Path, out: Path, report: Path,
-                 minutes: float, teachers: list[str]) -> None:
-    """One situation: `wildmix adapt` from the shipped model with each teacher (``auto``:
-    no --teacher, the default), the same time budget each, one after the other; each
-    validated label-free (the check, which chooses best.pt) and, for the criterion's
-    rank correlation only, on the paired test files. Then the test table with every peer
-    beside, per voice, the wall time of each run, the issue's targets and the
-    criterion's rank correlation over the checkpoints."""
-    runs = {}
-    for teacher in teachers:
-        run = out / name / f"adapt-{teacher}"
-        runs[teacher] = run
-        if (run / "wall.json").exists():
-            continue  # measured before: its weights and time are kept
-        begin = time.perf_counter()
-        cli(["adapt", "--data", str(folder / "recordings"), "--out", str(run),
-             *FLAGS.get(teacher, ["--teacher", teacher]), "--select", "check",
-             "--valid", str(folder / "test"), "--max-minutes", str(minutes),
-             "--max-steps", "1000000", "--no-progress"])
+def teacher_argv(folder: Path, run: Path, teacher: str, minutes: float) -> list[str]:
+    """`wildmix adapt` from the shipped model with ``teacher`` (``auto``: no --teacher, the
+    default), validated label-free (the check, which chooses best.pt) and, for the
+    criterion's rank correlation only, on the paired test files."""
+    return ["adapt", "--data", str(folder / "recordings"), "--out", str(run),
+            *FLAGS.get(teacher, ["--teacher", teacher]), "--select", "check",
+            "--valid", str(folder / "test"), "--max-minutes", str(minutes),
+            "--max-steps", "1000000", "--no-progress"]
+
+
+def run_all(cli, planned: list[tuple[Path, list[str]]], jobs: int) -> None:
+    """Each planned run whose folder has no ``wall.json`` yet (delete the folder to rerun
+    it); its wall time goes there. ``jobs`` > 1: that many at a time, each a process on
+    one thread (OMP_NUM_THREADS=1), so that they share the cores fairly."""
+    todo = [(run, argv) for run, argv in planned if not (run / "wall.json").exists()]
+    if jobs <= 1:
+        for run, argv in todo:
+            begin = time.perf_counter()
+            cli(argv)
+            (run / "wall.json").write_text(json.dumps({"seconds": time.perf_counter() - begin}))
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    active: dict = {}
+    while todo or active:
+        while todo and len(active) < jobs:
+            run, argv = todo.pop(0)
+            shutil.rmtree(run, ignore_errors=True)  # an interrupted run starts again
+            run.parent.mkdir(parents=True, exist_ok=True)
+            log = open(run.parent / f"{run.name}.log", "w")
+            proc = subprocess.Popen([sys.executable, "-m", "wildmix", *argv], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT)
+            active[proc] = (run, time.perf_counter(), log)
+            print(f"started {run} (log: {log.name})", flush=True)
+        proc = next((p for p in active if p.poll() is not None), None)
+        if proc is None:
+            time.sleep(2)
+            continue
+        run, begin, log = active.pop(proc)
+        log.close()
+        if proc.returncode != 0:
+            raise SystemExit(f"failed: {run} (see {log.name})")
         (run / "wall.json").write_text(json.dumps({"seconds": time.perf_counter() - begin}))
+
+
+def teacher_report(cli, name: str, folder: Path, rendered: Path, report: Path,
+                   minutes: float, runs: dict[str, Path]) -> None:
+    """One situation's runs (:func:`teacher_argv`, one per teacher, the same budget each):
+    the test table with every peer beside, per voice, the wall time of each run, the
+    issue's targets and the criterion's rank correlation over the checkpoints."""
     cli(["evaluate", "--data", str(folder / "test"), "--out", str(report / name), "--baseline",
          ",".join(["noisy", *bench_quality.PEERS]), "--model", "default",
          *[str(r) for r in runs.values()], "--no-progress"])
@@ -498,6 +529,12 @@ def main(argv=None) -> None:
                         help="adapt with each of these teachers (none given: all) in the "
                              "sound library's valid and test situations, peers beside; "
                              "the issue's targets and the criterion's correlations")
+    parser.add_argument("--real-teachers", nargs="+", choices=TEACHERS,
+                        help="with --teachers and --situations real: the teachers there "
+                             "(default: those of --teachers)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="with --teachers: runs at a time, each on one thread "
+                             "(default: %(default)s)")
     parser.add_argument("--library", default="data/library",
                         help="the sound library with its rendered valid/test sets "
                              "(make library-sets)")
@@ -516,16 +553,24 @@ def main(argv=None) -> None:
 
     out, report = Path(args.out), Path(args.report)
     if args.teachers is not None:
+        situations = {}  # name -> (folder, rendered or corpus, teachers)
         for name, rendered in LIBRARY_SITUATIONS.items():
             if name.split("-")[1] in args.situations or "library" in args.situations:
                 rendered = Path(args.library) / rendered
-                teacher_runs(cli, name, build_library(rendered, out / f"{name}-situation"),
-                             rendered, out, report, args.minutes,
-                             list(args.teachers or TEACHERS))
+                situations[name] = (build_library(rendered, out / f"{name}-situation"),
+                                    rendered, list(args.teachers or TEACHERS))
         if "real" in args.situations:  # the 'real' corpus's test voices, in noise it knows
             real = Path(args.real_data)
-            teacher_runs(cli, "real", build_real(real, out / "real-situation"), real, out,
-                         report, args.minutes, list(args.teachers or TEACHERS))
+            situations["real"] = (build_real(real, out / "real-situation"), real,
+                                  list(args.real_teachers or args.teachers or TEACHERS))
+        runs = {name: {t: out / name / f"adapt-{t}" for t in ts}
+                for name, (_, _, ts) in situations.items()}
+        run_all(cli, [(run, teacher_argv(situations[name][0], run, t, args.minutes))
+                      for name, rs in runs.items() for t, run in rs.items()], args.jobs)
+        print(f"each run: {args.minutes:g} minutes of training from the shipped model; "
+              f"{args.jobs} run(s) at a time" + (", one thread each" if args.jobs > 1 else ""))
+        for name, (folder, rendered, _) in situations.items():
+            teacher_report(cli, name, folder, rendered, report, args.minutes, runs[name])
         return
     real, small = Path(args.real_data), Path(args.small_data)
     for corpus, size in ((real, "real"), (small, "small")):

@@ -104,11 +104,11 @@ def test_training_on_cached_estimates_learns_them(tiny_corpus, tmp_path):
                         teacher_targets=str(tiny_corpus / "train" / "clean")))
 
 
-def test_adapt_default_teacher_is_the_peers_ensemble_else_the_model(monkeypatch):
+def test_adapt_default_teachers_are_the_peers_and_the_model_else_the_model(monkeypatch):
     ready = dict.fromkeys(peers.NAMES, True)
     monkeypatch.setattr(peers, "available", lambda: ready)
     names, line = teachers.best_available("default")
-    assert names == list(teachers.ENSEMBLE) and "ensemble" in line
+    assert names == [*teachers.ENSEMBLE, "default"] and "label-free check" in line
     monkeypatch.setattr(peers, "available", lambda: dict.fromkeys(peers.NAMES, False))
     names, line = teachers.best_available("runs/x")
     assert names == ["runs/x"] and "wildmix[peers]" in line

@@ -458,8 +458,9 @@ def _add_adapt(commands) -> None:
                          "several, comma-separated, whose estimates are averaged; run once "
                          "over the recordings and cached in OUT/teacher (default: "
                          f"%(default)s: where wildmix[peers] is installed, the best on the "
-                         f"label-free check of {', '.join(teachers.ENSEMBLE)} and the means "
-                         "of the best two, three, four of them; else the --from model)")
+                         f"label-free check of {', '.join(teachers.ENSEMBLE)}, the --from "
+                         "model, and the means of the best two, three... of them; else the "
+                         "--from model)")
     ad.add_argument("--strategy", choices=ADAPT_STRATEGIES, default=d["strategy"],
                     help="remixit (recordings only), mixit fine-tuning, or supervised "
                          "fine-tuning on --speech mixed with --noise (default: %(default)s)")

@@ -58,15 +58,16 @@ def parse(spec: str) -> list[str]:
 
 
 def best_available(start: str = "default") -> tuple[list[str], str]:
-    """The best teacher this install has, and one line saying which: the peers' ensemble
-    where the ``peers`` extra is installed, else ``start``, the model being adapted
-    (RemixIT's own teacher)."""
+    """The teachers this install has, and one line saying which: where the ``peers`` extra is
+    installed, the peers of :data:`ENSEMBLE` and ``start``, the model being adapted, of
+    which the label-free check keeps the best one or mean of the best (``wildmix adapt``);
+    else ``start`` alone (RemixIT's own teacher, following the student)."""
     ready = [p for p in ENSEMBLE if peers.available()[p]]
     if len(ready) >= 2:
-        return ready, (f"teacher: the ensemble of {', '.join(ready)} (the mean of their "
-                       "estimates; the 'peers' extra)")
+        return [*ready, start], (f"teacher: the best on the label-free check of {', '.join(ready)}"
+                                 f", {start} (the model being adapted) and their means")
     return [start], (f"teacher: {start}, the model being adapted (install wildmix[peers] for "
-                     "the peers' ensemble, a stronger teacher)")
+                     "the peers, stronger teachers)")
 
 
 def check(names: list[str]) -> None:
@@ -185,9 +186,9 @@ def adapt(data: str, out: str, teacher: str = "auto", workers: int | None = None
           progress: bool = True, refresh: str = "better", check_speech: str | None = None,
           **options) -> Adapted:
     """``wildmix adapt``: RemixIT on the recordings in ``data`` from ``options["start"]``
-    (default: the shipped model), its targets from ``teacher``: ``"auto"`` (the best
-    available, :func:`best_available`, of which the label-free check keeps the best
-    member or mean of members), or names (:func:`parse`, their mean). Such a teacher is
+    (default: the shipped model), its targets from ``teacher``: ``"auto"`` (the teachers
+    available, :func:`best_available`, of which the label-free check keeps the best one
+    or mean of the best), or names (:func:`parse`, their mean). Such a teacher is
     scored on the label-free check (:func:`check_set`: ``check_speech``, a folder, default
     the speech that ships with wildmix, with the noise of a fifth of the recordings, held back; into
     ``out/check``), then run once over the recordings (:func:`estimate_folder`, into
