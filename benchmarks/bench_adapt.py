@@ -1,17 +1,19 @@
 """Adaptation to a user's noisy recordings, without labels, on real voices; peers beside.
 
     python benchmarks/bench_adapt.py --teachers [auto nsnet2 ...] --situations library [real]
+        [--real-teachers auto ...] [--jobs 2]
     python benchmarks/bench_adapt.py [--minutes 6] [--situations new-noise small [real]]
         [--methods adapt-remixit ...]
 
 ``--teachers`` (`make bench-adapt`): `wildmix adapt` from the shipped model with each
 teacher (``auto``: plain `wildmix adapt`, the best on the label-free check of the four
-peers and their means; ``ensemble``: the mean of the four) in the sound library's valid
+peers, the shipped model and their means; ``ensemble``: the mean of the four peers) in the sound library's valid
 and test situations (:func:`build_library`: packages that trained no shipped model, every
 other voice's noisy files the recordings), optionally the 'real' situation below; every
 peer beside, per voice, each run's steps and wall time, the issue's targets, and the rank
-correlation of the label-free check with SI-SNRi over the runs' checkpoints. A run
-whose folder holds ``wall.json`` is not run again (delete the folder to rerun it).
+correlation of the label-free check with SI-SNRi over the runs' checkpoints. ``--jobs
+2`` runs two at a time, each on one thread. A run whose folder holds ``wall.json`` is not
+run again (delete the folder to rerun it).
 
 Without it, the adaptation methods without a teacher:
 
