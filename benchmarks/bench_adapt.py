@@ -7,13 +7,13 @@
 
 ``--teachers`` (`make bench-adapt`): `wildmix adapt` from the shipped model with each
 teacher (``auto``: plain `wildmix adapt`, the best on the label-free check of the four
-peers, the shipped model and their means; ``ensemble``: the mean of the four peers) in the sound library's valid
-and test situations (:func:`build_library`: packages that trained no shipped model, every
-other voice's noisy files the recordings), optionally the 'real' situation below; every
-peer beside, per voice, each run's steps and wall time, the issue's targets, and the rank
-correlation of the label-free check with SI-SNRi over the runs' checkpoints. ``--jobs
-2`` runs two at a time, each on one thread. A run whose folder holds ``wall.json`` is not
-run again (delete the folder to rerun it).
+peers, the shipped model and their means; ``ensemble``: the mean of the four peers) in the
+sound library's valid and test situations (:func:`build_library`: packages that trained no
+shipped model, every other voice's noisy files the recordings), optionally the 'real'
+situation below; every peer beside, per voice, each run's steps and wall time, the issue's
+targets, and the rank correlation of the label-free check with SI-SNRi over the runs'
+checkpoints. ``--jobs 2`` runs two at a time, each on one thread. A run whose folder holds
+``wall.json`` is not run again (delete the folder to rerun it).
 
 Without it, the adaptation methods without a teacher:
 
