@@ -265,6 +265,10 @@ def test_check_is_known_speech_in_each_recordings_own_noise_at_its_snr(tmp_path)
     assert (check / "noisy" / "r0.wav").stat().st_mtime_ns == before
     with pytest.raises(data.DataError, match="no audio files"):
         teachers.speech_files(tmp_path / "nothing")
+    audio.write(tmp_path / "mute" / "m.wav", np.zeros(RATE, np.float32), RATE)
+    with pytest.raises(audio.AudioError, match="m.wav: silent"):  # one line naming the file
+        teachers.check_set(clips, tmp_path / "check2", _hears_voice,
+                           teachers.speech_files(tmp_path / "mute"))
 
 
 def test_check_score_is_the_mean_si_snr_against_the_speech():

@@ -333,6 +333,7 @@ def check_set(held: list, out: str | os.PathLike, estimate, speech: list,
 
     Raises:
         DataError: no held-back recording has 0.25 s of pauses.
+        AudioError: a speech file that is unreadable, silent or not finite.
     """
     from wildmix import data as wdata
 
@@ -347,7 +348,7 @@ def check_set(held: list, out: str | os.PathLike, estimate, speech: list,
         pause = wdata.join_stretches(x, wdata.pauses(estimate(x, rate), rate), rate)
         if len(pause) < 0.25 * rate:
             continue
-        s = audio.read(speech[written % len(speech)], rate, check=False)
+        s = audio.read(speech[written % len(speech)], rate)  # silent, NaN: AudioError
         s = s[:int(CHECK_SECONDS * rate)].astype(np.float64)
         n = np.tile(pause, len(s) // len(pause) + 1)
         begin = int(rng.integers(len(n) - len(s) + 1))

@@ -621,8 +621,7 @@ class Loop:
         if self.ckpt.rank == 0:
             metrics = validate_fn()
             if self.c.teacher_refresh != "none":
-                metrics["teacher_check"] = refresh(self.c, self.average.model,
-                                                         self.device)
+                metrics["teacher_check"] = refresh(self.c, self.average.model, self.device)
             score = score_of(metrics, self.c.select)
             if score is not None and (self.state.best is None or score > self.state.best):
                 self.state.best = score
