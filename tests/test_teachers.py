@@ -364,3 +364,26 @@ def test_a_new_run_trains_on_a_fresh_copy_of_the_teachers_estimates(tmp_path):
     teachers._restart(estimates, targets)
     np.testing.assert_array_equal(audio.read(targets / "a.wav"), np.ones(1600, np.float32))
     assert (estimates / "a.wav").exists() and not targets.with_name("targets.tmp").exists()
+
+
+def test_the_chosen_teacher_is_the_best_option_and_its_estimates_are_its_mean(tmp_path):
+    """With ``choose`` (``--teacher auto``): each teacher runs over the check's noisy
+    files; the teacher kept is the best-scoring option, its score that of the mean of its
+    members' estimates, and check/teacher holds that mean; a second call keeps it."""
+    check = teachers.check_set(_place(tmp_path), tmp_path / "check", _hears_voice,
+                               _voices(tmp_path))
+    state, scores = teachers.score_teachers(check, ["v1", "default"], choose=True, workers=1,
+                                            progress=False)
+    assert len(scores) == 3 and {"v1", "default"} < set(scores)  # each alone, then the mean
+    assert state.names == max(scores, key=scores.get).split(", ")
+    assert state.members == len(state.names)
+    assert abs(state.score - max(scores.values())) < 1e-3
+    files = sorted(p.name for p in (check / "noisy").glob("*.wav"))
+    folders = {n: check / "members" / str(k) for k, n in enumerate(["v1", "default"])}
+    for f in files:
+        mean = np.mean([audio.read(folders[n] / f, check=False) for n in state.names], axis=0)
+        np.testing.assert_allclose(audio.read(check / "teacher" / f, check=False), mean,
+                                   atol=1e-4)
+    again, none = teachers.score_teachers(check, ["v1", "default"], choose=True, workers=1,
+                                          progress=False)
+    assert again == state and none == {}
