@@ -10,7 +10,7 @@ RUN    ?= runs/demo
 # extra flags for `wildmix adapt` in the demo (its budget defaults are the CLI's:
 # `wildmix adapt --help`), e.g. ADAPT_ARGS="--max-minutes 5". The demo's model teaches
 # itself (classic RemixIT: the small corpus's noise is the shipped model's own, and the README's
-# demo figures come from it); ADAPT_ARGS="--teacher auto" tries the peers' ensemble instead
+# demo figures come from it); ADAPT_ARGS="--teacher auto" tries the peers instead
 ADAPT_ARGS ?= --teacher default
 
 .PHONY: install debs-tiny debs corpus test test-profiles test-browser profiles lint bench bench-quality bench-curve bench-reliability \

@@ -33,30 +33,29 @@ Situations built like a user's:
   train/noise as the noise clips, the test split as the test set.
 
 Methods, each starting from the shipped model with the same time budget (``--minutes``):
-`wildmix adapt` with RemixIT on the peers' ensemble's estimates (recordings only, the
-default: ``--teacher auto``), with RemixIT taught by the shipped model itself (``--teacher
-default``, as every other RemixIT row; recordings only), with RemixIT choosing best.pt
-by DNSMOS on held-back recordings (recordings only, label-free), with MixIT and VAD-found
-noise (recordings only), with MixIT whose noise-only mixtures are the shipped model's noise
-estimates of the recordings (recordings only), with MixIT on the pauses of the recordings
-where the shipped model hears no speech (recordings only), with MixIT and the noise clips,
-and supervised fine-tuning on clean speech of the 'real' corpus's training voices mixed with
-the pauses (recordings only) or with the noise clips, and RemixIT with that supervised
-fine-tuning beside it (`wildmix adapt --speech`: each batch trains on both; pauses or noise
-clips). Beside them: the noisy input, the shipped model, the five peers, and a ceiling
-that is not label-free (``oracle-own-clean``): supervised fine-tuning on the recordings
-themselves, paired with their true clean speech (the recordings minus their noise), what a
-method that learned from these recordings without mistakes could reach at this budget. One
-table per situation (SI-SNRi, PESQ, ESTOI with 95% CIs, then per voice, then DNSMOS of the
-test set's noisy and clean files as a sanity check), the issue's targets
-checked, and the rank correlation between DNSMOS and SI-SNRi over the validations of a run
-that logs both (RemixIT on the new-noise recordings, validated every 250 steps on paired
-files of the 'real' corpus's valid voices in new-noise sounds of the recordings' half:
-voices and noise files in neither the recordings nor the test set). The default situations
-are new-noise and small (about 2 h 20 min on 2 cores at 6 minutes per method); ``real`` adds
-an hour; ``--situations new-noise-valid`` runs the methods on those valid voices instead, for
-choosing settings.
-"""
+`wildmix adapt` with RemixIT on the estimates of the teacher the label-free check chooses
+(recordings only, the default: ``--teacher auto``), with RemixIT taught by the shipped
+model itself (``--teacher default``, as every other RemixIT row; recordings only), with
+RemixIT choosing best.pt by DNSMOS on held-back recordings (recordings only, label-free),
+with MixIT and VAD-found noise (recordings only), with MixIT whose noise-only mixtures are
+the shipped model's noise estimates of the recordings (recordings only), with MixIT on the
+pauses of the recordings where the shipped model hears no speech (recordings only), with
+MixIT and the noise clips, and supervised fine-tuning on clean speech of the 'real'
+corpus's training voices mixed with the pauses (recordings only) or with the noise clips,
+and RemixIT with that supervised fine-tuning beside it (`wildmix adapt --speech`: each
+batch trains on both; pauses or noise clips). Beside them: the noisy input, the shipped
+model, the five peers, and a ceiling that is not label-free (``oracle-own-clean``):
+supervised fine-tuning on the recordings themselves, paired with their true clean speech
+(the recordings minus their noise), what a method that learned from these recordings
+without mistakes could reach at this budget. One table per situation (SI-SNRi, PESQ, ESTOI
+with 95% CIs, then per voice, then DNSMOS of the test set's noisy and clean files as a
+sanity check), the issue's targets checked, and the rank correlation between DNSMOS and
+SI-SNRi over the validations of a run that logs both (RemixIT on the new-noise recordings,
+validated every 250 steps on paired files of the 'real' corpus's valid voices in new-noise
+sounds of the recordings' half: voices and noise files in neither the recordings nor the
+test set). The default situations are new-noise and small (about 2 h 20 min on 2 cores at
+6 minutes per method); ``real`` adds an hour; ``--situations new-noise-valid`` runs the
+methods on those valid voices instead, for choosing settings. """
 
 from __future__ import annotations
 
@@ -220,7 +219,7 @@ def methods(folder: Path, noise: Path, speech: Path, minutes: float) -> dict[str
     supervised = [*common, "--strategy", "supervised", "--speech", str(speech)]
     own = [*common, "--teacher", "default"]  # RemixIT taught by the shipped model itself
     return {
-        "adapt-remixit-peers": common,  # the default: the peers' ensemble as the teacher
+        "adapt-remixit-peers": common,  # the default: the teacher the check chooses
         "adapt-remixit": own,
         "adapt-remixit-dnsmos": [*own, "--select", "dnsmos"],
         "adapt-mixit-vad": [*common, "--strategy", "mixit", "--noise", "auto"],
@@ -341,7 +340,7 @@ def correlation(cli, recordings: Path, valid: Path, run: Path, minutes: float,
     """Spearman correlation of a label-free criterion and SI-SNRi over the validations of
     `wildmix adapt` on ``recordings``, validated on the paired ``valid``: DNSMOS OVR with
     RemixIT taught by the shipped model, or the agreement with the teacher with the default
-    teacher (the peers' ensemble)."""
+    teacher (``--teacher auto``)."""
     key, label, flags = CRITERIA[criterion]
     cli(["adapt", "--data", str(recordings), "--out", str(run), *flags, "--valid", str(valid),
          "--select", criterion, "--max-minutes", str(minutes), "--no-progress"])
