@@ -6,8 +6,8 @@
         [--methods adapt-remixit ...]
 
 ``--teachers`` (`make bench-adapt`): `wildmix adapt` from the shipped model with each
-teacher (``auto``: plain `wildmix adapt`, the best on the label-free check of the four
-peers, the shipped model and their means; ``ensemble``: the mean of the four peers) in the
+teacher (``auto``: plain `wildmix adapt`, the consensus of the four peers and the shipped
+model; ``ensemble``: the consensus of the four peers) in the
 sound library's valid and test situations (:func:`build_library`: packages that trained no
 shipped model, every other voice's noisy files the recordings), optionally the 'real'
 situation below; every peer beside, per voice, each run's steps and wall time, the issue's
@@ -219,7 +219,7 @@ def methods(folder: Path, noise: Path, speech: Path, minutes: float) -> dict[str
     supervised = [*common, "--strategy", "supervised", "--speech", str(speech)]
     own = [*common, "--teacher", "default"]  # RemixIT taught by the shipped model itself
     return {
-        "adapt-remixit-peers": common,  # the default: the teacher the check chooses
+        "adapt-remixit-peers": common,  # the default: the peers' and the model's consensus
         "adapt-remixit": own,
         "adapt-remixit-dnsmos": [*own, "--select", "dnsmos"],
         "adapt-mixit-vad": [*common, "--strategy", "mixit", "--noise", "auto"],
@@ -379,7 +379,7 @@ def agreement_correlations(cli, real: Path, small: Path, out: Path, minutes: flo
 # --- teachers: `wildmix adapt --teacher T` for each peer and the ensemble ----------------
 
 TEACHERS = ("auto", "ensemble", "nsnet2", "gtcrn", "dtln", "dfn3", "rnnoise")
-# auto: plain wildmix adapt; ensemble: the mean of the four peers of its default ensemble
+# auto: plain wildmix adapt; ensemble: the consensus of the four peers of its default teacher
 FLAGS = {"auto": [], "ensemble": ["--teacher", ",".join(teachers.ENSEMBLE)]}
 LIBRARY_SITUATIONS = {"library-valid": "valid-set", "library-test": "test-set"}
 

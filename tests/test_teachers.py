@@ -1,5 +1,5 @@
-"""Teachers for adaptation: cached estimates (the ensemble's mean, reused, recomputed when a
-recording or the teachers change), RemixIT on them, and `wildmix adapt --teacher`."""
+"""Teachers for adaptation: cached estimates (the ensemble's consensus, reused, recomputed
+when a recording or the teachers change), RemixIT on them, and `wildmix adapt --teacher`."""
 
 import json
 import os
@@ -30,7 +30,7 @@ def recordings(tiny_corpus, tmp_path):
 
 
 @pytest.mark.skipif(not (READY["gtcrn"] and READY["dtln"]), reason="the peers extra")
-def test_estimates_are_the_mean_of_the_teachers_and_are_reused(recordings, tmp_path):
+def test_estimates_of_two_teachers_are_their_mean_and_are_reused(recordings, tmp_path):
     clips = data.index_folder(recordings).clips
     out = tmp_path / "est"
     first = teachers.estimate_folder(clips, recordings, ["gtcrn", "dtln"], out, workers=2,
@@ -56,6 +56,12 @@ def test_estimates_are_the_mean_of_the_teachers_and_are_reused(recordings, tmp_p
                                expected, atol=1e-5)
     assert teachers.estimate_folder(clips, recordings, ["gtcrn"], out,
                                     progress=False).computed == 4  # other teachers: all anew
+    manifest = json.loads((out / teachers.MANIFEST).read_text())
+    assert manifest["combine"] == teachers.COMBINE
+    manifest["combine"] = "mean"  # estimates of an older wildmix, combined otherwise: anew
+    (out / teachers.MANIFEST).write_text(json.dumps(manifest))
+    assert teachers.estimate_folder(clips, recordings, ["gtcrn"], out,
+                                    progress=False).computed == 4
 
 
 def test_remixit_on_cached_estimates_uses_them_with_deranged_noise():
@@ -108,7 +114,7 @@ def test_adapt_default_teachers_are_the_peers_and_the_model_else_the_model(monke
     ready = dict.fromkeys(peers.NAMES, True)
     monkeypatch.setattr(peers, "available", lambda: ready)
     names, line = teachers.best_available("default")
-    assert names == [*teachers.ENSEMBLE, "default"] and "label-free check" in line
+    assert names == [*teachers.ENSEMBLE, "default"] and "consensus" in line
     monkeypatch.setattr(peers, "available", lambda: dict.fromkeys(peers.NAMES, False))
     names, line = teachers.best_available("runs/x")
     assert names == ["runs/x"] and "wildmix[peers]" in line
@@ -279,27 +285,47 @@ def test_check_score_is_the_mean_si_snr_against_the_speech():
     assert teachers.check_score([2 * a for a in x], x) > 100  # scale-invariant
 
 
-def test_the_check_keeps_the_best_teacher_or_mean_of_the_best():
-    """Two teachers with independent errors of the same size: their mean halves the error
-    power (+3 dB) and is kept; adding a third, poor one lowers the mean; each option's
-    score is the SI-SNR of that member or mean."""
+def _softmax_oracle(estimates, temperature):
+    """The consensus weights from evaluate.si_snr (torch), computed independently."""
+    agree = np.array([si_snr(e, np.mean([o for k, o in enumerate(estimates) if k != j], 0))
+                      for j, e in enumerate(estimates)])
+    w = np.exp((agree - agree.max()) / temperature)
+    return agree, w / w.sum()
+
+
+def test_the_consensus_weights_each_member_by_its_agreement_with_the_others():
+    """Two members with small independent errors and a poor one (20 dB more error): the
+    poor one agrees least and counts less than a third, so the consensus beats the plain
+    mean; the weights are the softmax of each member's SI-SNR against the mean of the
+    others; identical members give that member, two members their mean."""
     rng = np.random.default_rng(1)
-    clean = [rng.standard_normal(16000) for _ in range(4)]
-    ests = {"a": [c + 0.1 * rng.standard_normal(16000) for c in clean],
-            "b": [c + 0.1 * rng.standard_normal(16000) for c in clean],
-            "poor": [c + 1.0 * rng.standard_normal(16000) for c in clean]}
-    scores = teachers.options(ests, clean)
-    # each alone, then the best two, then all three, best first
-    assert sorted(map(sorted, scores)) == [["a"], ["a", "b"], ["a", "b", "poor"], ["b"],
-                                           ["poor"]]
-    assert all(k[-1] == "poor" for k in scores if len(k) == 3)
-    best = max(scores, key=scores.get)
-    assert set(best) == {"a", "b"}
-    mean = [(a + b) / 2 for a, b in zip(ests["a"], ests["b"], strict=True)]
-    expected = np.mean([si_snr(m, c) for m, c in zip(mean, clean, strict=True)])
-    assert abs(scores[best] - expected) < 1e-4
-    assert abs(scores[best] - scores[("a",)] - 3.0) < 0.3
-    assert scores[best] > scores[tuple(k for k in scores if len(k) == 3)[0]]
+    clean = rng.standard_normal(16000)
+    ests = [clean + 0.1 * rng.standard_normal(16000), clean + 0.1 * rng.standard_normal(16000),
+            clean + 1.0 * rng.standard_normal(16000)]
+    agree, w = _softmax_oracle(ests, teachers.CONSENSUS_DB)
+    np.testing.assert_allclose(teachers.agreement(np.stack(ests)), agree, atol=1e-6)
+    assert agree.argmin() == 2 and w[2] < 0.15
+    got = teachers.combine(ests, 16000)
+    np.testing.assert_allclose(got, np.sum(w[:, None] * np.stack(ests), 0), atol=1e-5)
+    assert si_snr(got, clean) > si_snr(np.mean(ests, 0), clean) + 3
+    np.testing.assert_allclose(teachers.combine([ests[0]] * 3, 16000), ests[0], atol=1e-5)
+    np.testing.assert_allclose(teachers.combine(ests[:2], 16000), np.mean(ests[:2], 0),
+                               atol=1e-6)
+
+
+def test_the_consensus_follows_which_member_fails_block_by_block():
+    """40 s at 16 kHz, blocks of 10 s: member 2 is poor in the first half, member 0 in the
+    second. In each half the consensus beats the plain mean: the weights move from block
+    to block."""
+    rng = np.random.default_rng(2)
+    clean = rng.standard_normal(640000)
+    half = 320000
+    noise = [rng.standard_normal(640000) * np.r_[np.full(half, a), np.full(half, b)]
+             for a, b in ((0.1, 1.0), (0.1, 0.1), (1.0, 0.1))]
+    ests = [clean + n for n in noise]
+    got, mean = teachers.combine(ests, 16000), np.mean(ests, 0)
+    for part in (slice(0, half), slice(half, None)):
+        assert si_snr(got[part], clean[part]) > si_snr(mean[part], clean[part]) + 2
 
 
 def _lowpass(x, rate, cut=700):
@@ -366,24 +392,25 @@ def test_a_new_run_trains_on_a_fresh_copy_of_the_teachers_estimates(tmp_path):
     assert (estimates / "a.wav").exists() and not targets.with_name("targets.tmp").exists()
 
 
-def test_the_chosen_teacher_is_the_best_option_and_its_estimates_are_its_mean(tmp_path):
-    """With ``choose`` (``--teacher auto``): each teacher runs over the check's noisy
-    files; the teacher kept is the best-scoring option, its score that of the mean of its
-    members' estimates, and check/teacher holds that mean; a second call keeps it."""
+def test_the_teacher_is_the_consensus_of_its_members_on_the_check(tmp_path):
+    """Each teacher runs over the check's noisy files and is scored; the teacher is their
+    consensus, its score that of the combined estimates in check/teacher; a second call
+    keeps it."""
     check = teachers.check_set(_place(tmp_path), tmp_path / "check", _hears_voice,
                                _voices(tmp_path))
-    state, scores = teachers.score_teachers(check, ["v1", "default"], choose=True, workers=1,
-                                            progress=False)
-    assert len(scores) == 3 and {"v1", "default"} < set(scores)  # each alone, then the mean
-    assert state.names == max(scores, key=scores.get).split(", ")
-    assert state.members == len(state.names)
-    assert abs(state.score - max(scores.values())) < 1e-3
-    files = sorted(p.name for p in (check / "noisy").glob("*.wav"))
-    folders = {n: check / "members" / str(k) for k, n in enumerate(["v1", "default"])}
+    names = ["v1", "default", "causal"]
+    state, scores = teachers.score_teachers(check, names, workers=1, progress=False)
+    assert set(scores) == {*names, "v1 + default + causal"}
+    assert state.names == names and state.members == 3
+    files, clean = teachers._clean(check)
+    combined = []
     for f in files:
-        mean = np.mean([audio.read(folders[n] / f, check=False) for n in state.names], axis=0)
-        np.testing.assert_allclose(audio.read(check / "teacher" / f, check=False), mean,
-                                   atol=1e-4)
-    again, none = teachers.score_teachers(check, ["v1", "default"], choose=True, workers=1,
-                                          progress=False)
+        members = [audio.read(check / "members" / str(k) / f, check=False) for k in range(3)]
+        _, w = _softmax_oracle(members, teachers.CONSENSUS_DB)
+        combined.append(np.sum(w[:, None] * np.stack(members), 0))
+        np.testing.assert_allclose(audio.read(check / "teacher" / f, check=False),
+                                   combined[-1], atol=1e-4)
+    assert abs(state.score - teachers.check_score(combined, clean)) < 1e-3
+    assert abs(scores["v1 + default + causal"] - state.score) < 1e-9
+    again, none = teachers.score_teachers(check, names, workers=1, progress=False)
     assert again == state and none == {}

@@ -455,12 +455,11 @@ def _add_adapt(commands) -> None:
     ad.add_argument("--teacher", default=_defaults(teachers.adapt)["teacher"],
                     help=f"remixit: where the targets come from: peers ({', '.join(NAMES)}), "
                          "wildmix models ('default', 'causal', a run folder or checkpoint), or "
-                         "several, comma-separated, whose estimates are averaged; run once "
-                         "over the recordings and cached in OUT/teacher (default: "
-                         f"%(default)s: where wildmix[peers] is installed, the best on the "
-                         f"label-free check of {', '.join(teachers.ENSEMBLE)}, the --from "
-                         "model, and the means of the best two, three... of them; else the "
-                         "--from model)")
+                         "several, comma-separated, combined by consensus (each weighted by "
+                         "its agreement with the others); run once over the recordings and "
+                         "cached in OUT/teacher (default: %(default)s: where wildmix[peers] "
+                         f"is installed, the consensus of {', '.join(teachers.ENSEMBLE)} and "
+                         "the --from model; else the --from model)")
     ad.add_argument("--strategy", choices=ADAPT_STRATEGIES, default=d["strategy"],
                     help="remixit (recordings only), mixit fine-tuning, or supervised "
                          "fine-tuning on --speech mixed with --noise (default: %(default)s)")

@@ -2,8 +2,10 @@
 
 A teacher is a pretrained peer (:data:`wildmix.peers.NAMES`), a wildmix model (a shipped
 name such as ``default``, a run folder or a checkpoint), or several of them: an ensemble,
-whose estimate is the plain mean of its members' waveforms (measured on independent real
-recordings, the mean of NSNet2, GTCRN, DTLN and DeepFilterNet3 scores above each of them).
+whose estimate is its members' consensus (:func:`combine`: each member's waveform weighted
+by how well it agrees with the others, so that one that fails on these recordings counts
+less; on the sound library's valid situation the consensus of the four peers and the
+shipped model scores above every member, and above their plain mean).
 
 The estimates are the slow part of an adaptation (the peers run frame by frame on one
 thread each), so :func:`estimate_folder` computes them once, in worker processes, into a
@@ -14,7 +16,7 @@ those estimates (:class:`wildmix.strategies.RemixIT` with cached targets).
 The label-free check (:func:`check_set`) judges teachers and students without a label from
 the user: known speech (:data:`SPEECH`, utterances of unseen voices that ship with wildmix)
 mixed with the noise of recordings held back from training, heard in their pauses, at
-their own SNR. It chooses the default teacher (:func:`score_teachers`), best.pt, and when
+their own SNR. It scores the teachers (:func:`score_teachers`), chooses best.pt, and when
 the student joins the teacher (:func:`join`).
 """
 
@@ -37,12 +39,18 @@ from wildmix import audio, peers
 
 log = logging.getLogger("wildmix")
 
-# the ensemble of `wildmix adapt`'s default: the four peers whose mean was measured best
+# the peers of `wildmix adapt`'s default teacher (with the model being adapted)
 ENSEMBLE = ("nsnet2", "gtcrn", "dtln", "dfn3")
 MANIFEST = "teacher.json"
 CHECK_SECONDS = 10.0  # of each check file (speech), and of each held-back recording (noise)
 CHECK_SNR_DB = (-5.0, 20.0)  # the held-back recordings' estimated SNR, kept within this
 SPEECH = Path(__file__).resolve().parent / "speech"  # the check's speech (scripts/check_speech.py)
+# an ensemble's weights (:func:`combine`): softmax of the members' agreement (dB) over this
+# temperature, chosen on the library's valid situation (1, 2, 4 dB; 4 kept PESQ and ESTOI)
+CONSENSUS_DB = 4.0
+CONSENSUS_SECONDS = 10.0  # the weights are computed per block of this length
+# how cached estimates were combined: estimates made otherwise are computed again
+COMBINE = f"consensus, {CONSENSUS_DB:g} dB, blocks of {CONSENSUS_SECONDS:g} s"
 
 
 def parse(spec: str) -> list[str]:
@@ -59,13 +67,14 @@ def parse(spec: str) -> list[str]:
 
 def best_available(start: str = "default") -> tuple[list[str], str]:
     """The teachers this install has, and one line saying which: where the ``peers`` extra is
-    installed, the peers of :data:`ENSEMBLE` and ``start``, the model being adapted, of
-    which the label-free check keeps the best one or mean of the best (``wildmix adapt``);
-    else ``start`` alone (RemixIT's own teacher, following the student)."""
+    installed, the consensus (:func:`combine`) of the peers of :data:`ENSEMBLE` and
+    ``start``, the model being adapted (``wildmix adapt``); else ``start`` alone (RemixIT's
+    own teacher, following the student)."""
     ready = [p for p in ENSEMBLE if peers.available()[p]]
     if len(ready) >= 2:
-        return [*ready, start], (f"teacher: the best on the label-free check of {', '.join(ready)}"
-                                 f", {start} (the model being adapted) and their means")
+        return [*ready, start], (f"teacher: the consensus of {', '.join(ready)} and {start} "
+                                 "(the model being adapted), each weighted by its agreement "
+                                 "with the others")
     return [start], (f"teacher: {start}, the model being adapted (install wildmix[peers] for "
                      "the peers, stronger teachers)")
 
@@ -110,8 +119,42 @@ def _estimate_file(src: str, dst: str) -> None:
     """The ensemble's estimate of ``src`` written to ``dst``."""
     x = audio.read(src, check=False)
     rate = audio.info(src).sample_rate
-    estimate = np.mean([f(x, rate) for f in _WORKER["estimators"]], axis=0)
-    audio.write(dst, estimate.astype(np.float32), rate)
+    audio.write(dst, combine([f(x, rate) for f in _WORKER["estimators"]], rate), rate)
+
+
+def agreement(estimates: np.ndarray) -> np.ndarray:
+    """``(K,)``: the SI-SNR (dB) of each of ``estimates (K, T)`` (K >= 2) against the mean of
+    the others: how well each member agrees with the rest of the ensemble."""
+    e = np.asarray(estimates, np.float64)
+    e = e - e.mean(1, keepdims=True)
+    others = (e.sum(0) - e) / (len(e) - 1)
+    alpha = np.sum(e * others, 1) / (np.sum(others ** 2, 1) + 1e-12)
+    target = alpha[:, None] * others
+    return 10 * np.log10((np.sum(target ** 2, 1) + 1e-12) /
+                         (np.sum((e - target) ** 2, 1) + 1e-12))
+
+
+def combine(estimates, rate: int, temperature_db: float = CONSENSUS_DB,
+            seconds: float = CONSENSUS_SECONDS) -> np.ndarray:
+    """An ensemble's speech estimate ``(T,)`` from its members' ``estimates`` (K of ``(T,)``):
+    in each block of about ``seconds``, each member weighted by the softmax of its
+    :func:`agreement` over ``temperature_db``, the weights changing linearly from one
+    block's middle to the next. A member that removes speech, or keeps noise, where the
+    others agree counts less; members that agree equally count equally (their mean). One
+    or two members: their mean (two have no majority)."""
+    e = np.asarray(estimates, np.float64)
+    if len(e) <= 2:
+        return e.mean(0).astype(np.float32)
+    length = e.shape[1]
+    edges = np.linspace(0, length, max(1, round(length / (seconds * rate))) + 1).astype(int)
+    weights = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        z = agreement(e[:, a:b]) / temperature_db
+        w = np.exp(z - z.max())
+        weights.append(w / w.sum())
+    middles = (edges[:-1] + edges[1:]) / 2
+    w = np.stack([np.interp(np.arange(length), middles, col) for col in np.array(weights).T])
+    return np.sum(w * e, 0).astype(np.float32)
 
 
 @dataclass
@@ -130,20 +173,22 @@ def _stamp(path: str) -> list[int]:
 def estimate_folder(recordings: list, root: str | os.PathLike, names: list[str],
                     out: str | os.PathLike, workers: int | None = None,
                     progress: bool = True) -> Estimates:
-    """The teachers' (mean) speech estimate of every recording, into ``out``.
+    """The teachers' speech estimate (:func:`combine`) of every recording, into ``out``.
 
     Args:
         recordings: :class:`wildmix.data.Clip` of whole files under ``root``.
         names: the teachers (peers and/or wildmix models).
         workers: processes (default: all cores); each runs every teacher on whole files.
-    Files already estimated by the same teachers from an unchanged recording are kept.
+    Files already estimated by the same teachers, combined the same way (:data:`COMBINE`),
+    from an unchanged recording are kept.
     """
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / MANIFEST
     old = json.loads(manifest.read_text()) if manifest.exists() else {}
-    done = old.get("files", {}) if old.get("teachers") == names else {}
+    same = old.get("teachers") == names and old.get("combine") == COMBINE
+    done = old.get("files", {}) if same else {}
     jobs, files = [], {}
     for clip in recordings:
         rel = os.path.relpath(clip.path, root)
@@ -153,7 +198,7 @@ def estimate_folder(recordings: list, root: str | os.PathLike, names: list[str],
             jobs.append((clip.path, str(dst)))
     if jobs:
         _run_jobs(jobs, names, workers, progress)
-    audio.write_json(manifest, {"teachers": names, "files": files})
+    audio.write_json(manifest, {"teachers": names, "combine": COMBINE, "files": files})
     return Estimates(out, len(jobs), len(files) - len(jobs), time.perf_counter() - start)
 
 
@@ -187,8 +232,8 @@ def adapt(data: str, out: str, teacher: str = "auto", workers: int | None = None
           **options) -> Adapted:
     """``wildmix adapt``: RemixIT on the recordings in ``data`` from ``options["start"]``
     (default: the shipped model), its targets from ``teacher``: ``"auto"`` (the teachers
-    available, :func:`best_available`, of which the label-free check keeps the best one
-    or mean of the best), or names (:func:`parse`, their mean). Such a teacher is
+    available, :func:`best_available`), or names (:func:`parse`); several are combined by
+    :func:`combine`. Such a teacher is
     scored on the label-free check (:func:`check_set`: ``check_speech``, a folder, default
     the speech that ships with wildmix, with the noise of a fifth of the recordings, held back; into
     ``out/check``), then run once over the recordings (:func:`estimate_folder`, into
@@ -236,10 +281,7 @@ def adapt(data: str, out: str, teacher: str = "auto", workers: int | None = None
                 import shutil
 
                 shutil.rmtree(check_dir, ignore_errors=True)
-            config, names = _check(config, index, names, teacher == "auto", voices, start,
-                                   workers, progress)
-            if teacher == "auto":
-                line = f"teacher: {' + '.join(names)} (the best on the label-free check)"
+            config = _check(config, index, names, voices, start, workers, progress)
             estimates = estimate_folder(index.clips, data, names, folder, workers, progress)
             if new:  # a new run starts from the teacher (a resumed one keeps its refreshes)
                 _restart(folder, targets)
@@ -259,12 +301,12 @@ def _restart(estimates: Path, targets: Path) -> None:
     tmp.rename(targets)
 
 
-def _check(config, index, names: list[str], choose: bool, speech: list, start: str,
-           workers: int | None, progress: bool):
-    """The label-free check's files and the teachers' scores on it, and the teacher kept
-    (with ``choose``, the best of ``names`` and their means); without the check (too few
-    recordings, or no pauses) the run goes on with the mean of ``names``, said in one line.
-    Returns the config and the teacher's names."""
+def _check(config, index, names: list[str], speech: list, start: str, workers: int | None,
+           progress: bool):
+    """The label-free check's files, and the scores on it of each of ``names`` and of their
+    combination, the teacher; without the check (too few recordings, or no pauses) the run
+    goes on without a refresh and keeps its last weights, said in one line. Returns the
+    config."""
     from wildmix import data as wdata
     from wildmix.train import hold_back
 
@@ -279,8 +321,8 @@ def _check(config, index, names: list[str], choose: bool, speech: list, start: s
                     "are kept", e)
         return dataclasses.replace(config, check=None, teacher_refresh="none",
                                    select="none" if config.select in ("auto", "check")
-                                   else config.select), names
-    state, scores = score_teachers(config.check, names, choose, workers, progress)
+                                   else config.select)
+    state, scores = score_teachers(config.check, names, workers, progress)
     if scores:
         log.info("label-free check on %d held-back recordings' noise, SI-SNR dB: %s", len(held),
                  "; ".join(f"{k} {v:.2f}" for k, v in sorted(scores.items(),
@@ -289,7 +331,7 @@ def _check(config, index, names: list[str], choose: bool, speech: list, start: s
              {"better": "; the student joins it when that raises its check score",
               "always": "; the student joins it at every validation"}.get(
                  config.teacher_refresh, ""))
-    return config, state.names
+    return config
 
 
 # --- the label-free check, the choice of the teacher and the teacher refresh ---------------
@@ -393,47 +435,35 @@ def _clean(check: Path) -> tuple[list[str], list[np.ndarray]]:
     return names, [audio.read(check / "clean" / n, check=False) for n in names]
 
 
-def score_teachers(check: str | os.PathLike, names: list[str], choose: bool = False,
-                   workers: int | None = None, progress: bool = True) -> tuple[Teacher, dict]:
-    """Run each teacher over the check's noisy files (into ``check/members/NAME``), score
-    each alone and the mean of the best ``k`` of them (k = 2 .. all), and keep as the
-    teacher the mean of all of ``names`` or, with ``choose``, the best of those options;
-    its estimates go to ``check/teacher``, its state to ``check/teacher.json``. Done once (a
-    resumed run keeps it). Returns the teacher and each option's score."""
+def score_teachers(check: str | os.PathLike, names: list[str], workers: int | None = None,
+                   progress: bool = True) -> tuple[Teacher, dict]:
+    """Run each teacher over the check's noisy files (into ``check/members/K``) and score
+    it; the teacher is their combination (:func:`combine`), its estimates in
+    ``check/teacher``, its state in ``check/teacher.json``. Done once (a resumed run keeps
+    it). Returns the teacher and the scores: each of ``names``, and ``"A + B ..."`` for
+    their combination."""
     check = Path(check)
     if (check / MANIFEST).exists():
         return teacher_state(check), {}
     from wildmix import data as wdata
 
     clips = wdata.index_folder(check / "noisy").clips
-    folders = {n: check / "members" / f"{k}" for k, n in enumerate(names)}
-    for name, folder in folders.items():
+    folders = [check / "members" / f"{k}" for k in range(len(names))]
+    for name, folder in zip(names, folders, strict=True):
         estimate_folder(clips, check / "noisy", [name], folder, workers, progress)
     files, clean = _clean(check)
-    ests = {n: [audio.read(folders[n] / f, check=False) for f in files] for n in names}
-    scores = options(ests, clean)
-    chosen = list(max(scores, key=scores.get)) if choose else names
-    mean = _average(ests, chosen)
-    for f, y in zip(files, mean, strict=True):
-        audio.write(check / "teacher" / f, y, audio.info(check / "noisy" / f).sample_rate)
-    state = Teacher(len(chosen), check_score(mean, clean), chosen)
+    ests = [[audio.read(folder / f, check=False) for f in files] for folder in folders]
+    scores = {n: check_score(ys, clean) for n, ys in zip(names, ests, strict=True)}
+    combined = []
+    for f, ys in zip(files, zip(*ests, strict=True), strict=True):
+        rate = audio.info(check / "noisy" / f).sample_rate
+        combined.append(combine(ys, rate))
+        audio.write(check / "teacher" / f, combined[-1], rate)
+    state = Teacher(len(names), check_score(combined, clean), names)
     audio.write_json(check / MANIFEST, dataclasses.asdict(state))
-    return state, {", ".join(k): v for k, v in scores.items()}
-
-
-def options(ests: dict[str, list], clean: list[np.ndarray]) -> dict[tuple, float]:
-    """The check score of each teacher alone (``ests[name]``: its estimates of the noisy
-    files) and of the mean of the best ``k`` of them by that score, k = 2 .. all."""
-    scores = {(n,): check_score(ys, clean) for n, ys in ests.items()}
-    order = sorted(ests, key=lambda n: -scores[(n,)])
-    for k in range(2, len(order) + 1):
-        scores[tuple(order[:k])] = check_score(_average(ests, order[:k]), clean)
-    return scores
-
-
-def _average(ests: dict, names: list[str]) -> list[np.ndarray]:
-    return [np.mean(ys, axis=0).astype(np.float32)
-            for ys in zip(*(ests[n] for n in names), strict=True)]
+    if len(names) > 1:
+        scores[" + ".join(names)] = state.score
+    return state, scores
 
 
 def join(check: str | os.PathLike, targets: str | os.PathLike, recordings: list,
