@@ -11,8 +11,9 @@ sound library's valid and test situations, packages that trained no shipped mode
 (:func:`wildmix.teachers.combine`) at each temperature, for the four peers and for the
 four with the shipped model (`wildmix adapt`'s default). SI-SNRi, PESQ, ESTOI with 95%
 intervals, then per voice. The temperature is chosen on library-valid only; the other
-two situations report it. The combinations' RTF column counts only the combining (their
-members' outputs are computed once per file and shared).
+two situations report it. The RTF column is not a speed measure here: the members' outputs
+are computed together, once per file, and counted in the first member's row (NSNet2's);
+the other rows count only what they add (the combinations: the combining).
 
 Then how much each teacher changes clean speech (its SI-SNR against its input, median over
 files; a denoiser should leave clean speech as it is): the test sets' clean references

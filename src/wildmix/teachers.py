@@ -5,7 +5,7 @@ name such as ``default``, a run folder or a checkpoint), or several of them: an 
 whose estimate is its members' consensus (:func:`combine`: each member's waveform weighted
 by how well it agrees with the others, so that one that fails on these recordings counts
 less; on the sound library's valid situation the consensus of the four peers and the
-shipped model scores above every member, and above their plain mean).
+shipped model scores above every member, and above their plain mean on SI-SNRi).
 
 The estimates are the slow part of an adaptation (the peers run frame by frame on one
 thread each), so :func:`estimate_folder` computes them once, in worker processes, into a
