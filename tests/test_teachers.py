@@ -311,6 +311,11 @@ def test_the_consensus_weights_each_member_by_its_agreement_with_the_others():
     np.testing.assert_allclose(teachers.combine([ests[0]] * 3, 16000), ests[0], atol=1e-5)
     np.testing.assert_allclose(teachers.combine(ests[:2], 16000), np.mean(ests[:2], 0),
                                atol=1e-6)
+    broken = np.full(16000, np.nan)  # a member that failed on this file is left out
+    np.testing.assert_allclose(teachers.combine([*ests[:2], broken], 16000),
+                               np.mean(ests[:2], 0), atol=1e-6)
+    with pytest.raises(ValueError, match="finite"):
+        teachers.combine([broken, broken], 16000)
 
 
 def test_the_consensus_follows_which_member_fails_block_by_block():

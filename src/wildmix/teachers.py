@@ -116,10 +116,20 @@ def _init_worker(names: list[str]) -> None:
 
 
 def _estimate_file(src: str, dst: str) -> None:
-    """The ensemble's estimate of ``src`` written to ``dst``."""
+    """The ensemble's estimate of ``src`` written to ``dst``.
+
+    Raises:
+        DataError: no teacher gave a finite estimate of it (named).
+    """
+    from wildmix.data import DataError
+
     x = audio.read(src, check=False)
     rate = audio.info(src).sample_rate
-    audio.write(dst, combine([f(x, rate) for f in _WORKER["estimators"]], rate), rate)
+    try:
+        estimate = combine([f(x, rate) for f in _WORKER["estimators"]], rate)
+    except ValueError as e:
+        raise DataError(f"{src}: {e}") from None
+    audio.write(dst, estimate, rate)
 
 
 def agreement(estimates: np.ndarray) -> np.ndarray:
@@ -141,8 +151,16 @@ def combine(estimates, rate: int, temperature_db: float = CONSENSUS_DB,
     :func:`agreement` over ``temperature_db``, the weights changing linearly from one
     block's middle to the next. A member that removes speech, or keeps noise, where the
     others agree counts less; members that agree equally count equally (their mean). One
-    or two members: their mean (two have no majority)."""
+    or two members: their mean (two have no majority). A member whose estimate is not
+    finite is left out.
+
+    Raises:
+        ValueError: no member's estimate is finite.
+    """
     e = np.asarray(estimates, np.float64)
+    e = e[np.isfinite(e).all(1)]
+    if not len(e):
+        raise ValueError("no teacher gave a finite estimate")
     if len(e) <= 2:
         return e.mean(0).astype(np.float32)
     length = e.shape[1]
