@@ -333,6 +333,23 @@ def test_the_consensus_follows_which_member_fails_block_by_block():
         assert si_snr(got[part], clean[part]) > si_snr(mean[part], clean[part]) + 2
 
 
+def test_at_each_blocks_middle_the_consensus_has_that_blocks_weights():
+    """100 s (past the 2**20 samples computed at a time), errors of a different size in each
+    10 s block: at the middle of every block the output is the members weighted by that
+    block's own softmax of agreement (the oracle)."""
+    rng = np.random.default_rng(3)
+    rate, block, blocks = 16000, 160000, 10
+    clean = rng.standard_normal(block * blocks)
+    scale = rng.uniform(0.05, 1.0, (3, blocks)).repeat(block, 1)
+    ests = [clean + s * rng.standard_normal(len(clean)) for s in scale]
+    got = teachers.combine(ests, rate)
+    for k in range(blocks):
+        part = slice(k * block, (k + 1) * block)
+        _, w = _softmax_oracle([e[part] for e in ests], teachers.CONSENSUS_DB)
+        middle = k * block + block // 2
+        assert abs(got[middle] - sum(w[j] * ests[j][middle] for j in range(3))) < 1e-4
+
+
 def _lowpass(x, rate, cut=700):
     spectrum = np.fft.rfft(x)
     spectrum[np.fft.rfftfreq(len(x), 1 / rate) > cut] = 0

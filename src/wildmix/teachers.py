@@ -157,12 +157,12 @@ def combine(estimates, rate: int, temperature_db: float = CONSENSUS_DB,
     Raises:
         ValueError: no member's estimate is finite.
     """
-    e = np.asarray(estimates, np.float64)
+    e = np.asarray(estimates, np.float32)  # float32 and in chunks below: hour-long files
     e = e[np.isfinite(e).all(1)]
     if not len(e):
         raise ValueError("no teacher gave a finite estimate")
     if len(e) <= 2:
-        return e.mean(0).astype(np.float32)
+        return e.mean(0, dtype=np.float64).astype(np.float32)
     length = e.shape[1]
     edges = np.linspace(0, length, max(1, round(length / (seconds * rate))) + 1).astype(int)
     weights = []
@@ -170,9 +170,13 @@ def combine(estimates, rate: int, temperature_db: float = CONSENSUS_DB,
         z = agreement(e[:, a:b]) / temperature_db
         w = np.exp(z - z.max())
         weights.append(w / w.sum())
-    middles = (edges[:-1] + edges[1:]) / 2
-    w = np.stack([np.interp(np.arange(length), middles, col) for col in np.array(weights).T])
-    return np.sum(w * e, 0).astype(np.float32)
+    middles, weights = (edges[:-1] + edges[1:]) / 2, np.array(weights).T  # (K, blocks)
+    out = np.empty(length, np.float32)
+    for a in range(0, length, 1 << 20):
+        t = np.arange(a, min(a + (1 << 20), length))
+        w = np.stack([np.interp(t, middles, row) for row in weights])
+        out[t[0]:t[-1] + 1] = np.sum(w * e[:, t[0]:t[-1] + 1], 0)
+    return out
 
 
 @dataclass
