@@ -33,8 +33,8 @@ Situations built like a user's:
   train/noise as the noise clips, the test split as the test set.
 
 Methods, each starting from the shipped model with the same time budget (``--minutes``):
-`wildmix adapt` with RemixIT on the estimates of the teacher the label-free check chooses
-(recordings only, the default: ``--teacher auto``), with RemixIT taught by the shipped
+`wildmix adapt` with RemixIT on the consensus of the peers and the shipped model (recordings
+only, the default: ``--teacher auto``), with RemixIT taught by the shipped
 model itself (``--teacher default``, as every other RemixIT row; recordings only), with
 RemixIT choosing best.pt by DNSMOS on held-back recordings (recordings only, label-free),
 with MixIT and VAD-found noise (recordings only), with MixIT whose noise-only mixtures are
@@ -384,6 +384,15 @@ FLAGS = {"auto": [], "ensemble": ["--teacher", ",".join(teachers.ENSEMBLE)]}
 LIBRARY_SITUATIONS = {"library-valid": "valid-set", "library-test": "test-set"}
 
 
+def teacher_situation(name: str, out: Path, library: Path, real: Path) -> tuple[Path, Path]:
+    """A teacher situation (a name of :data:`LIBRARY_SITUATIONS`, or ``"real"``): its folder
+    (recordings/, test/) and the rendered set or corpus whose manifest names the voices."""
+    if name == "real":
+        return build_real(real, out / "real-situation"), real
+    rendered = library / LIBRARY_SITUATIONS[name]
+    return build_library(rendered, out / f"{name}-situation"), rendered
+
+
 def teacher_argv(folder: Path, run: Path, teacher: str, minutes: float) -> list[str]:
     """`wildmix adapt` from the shipped model with ``teacher`` (``auto``: no --teacher, the
     default), validated label-free (the check, which chooses best.pt) and, for the
@@ -554,16 +563,16 @@ def main(argv=None) -> None:
 
     out, report = Path(args.out), Path(args.report)
     if args.teachers is not None:
+        names = [n for n in LIBRARY_SITUATIONS
+                 if n.split("-")[1] in args.situations or "library" in args.situations]
+        # the 'real' corpus's test voices, in noise the shipped model knows
+        names += ["real"] if "real" in args.situations else []
         situations = {}  # name -> (folder, rendered or corpus, teachers)
-        for name, rendered in LIBRARY_SITUATIONS.items():
-            if name.split("-")[1] in args.situations or "library" in args.situations:
-                rendered = Path(args.library) / rendered
-                situations[name] = (build_library(rendered, out / f"{name}-situation"),
-                                    rendered, list(args.teachers or TEACHERS))
-        if "real" in args.situations:  # the 'real' corpus's test voices, in noise it knows
-            real = Path(args.real_data)
-            situations["real"] = (build_real(real, out / "real-situation"), real,
-                                  list(args.real_teachers or args.teachers or TEACHERS))
+        for name in names:
+            teachers_ = (args.real_teachers if name == "real" else None) or args.teachers
+            folder, rendered = teacher_situation(name, out, Path(args.library),
+                                                 Path(args.real_data))
+            situations[name] = (folder, rendered, list(teachers_ or TEACHERS))
         runs = {name: {t: out / name / f"adapt-{t}" for t in ts}
                 for name, (_, _, ts) in situations.items()}
         run_all(cli, [(run, teacher_argv(situations[name][0], run, t, args.minutes))

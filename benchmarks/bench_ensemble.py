@@ -26,15 +26,13 @@ packages, which the check, of other voices, cannot see.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import bench_adapt
 import bench_quality
 import numpy as np
 
-from wildmix import evaluate, peers, teachers
-from wildmix.enhance import Enhancer
+from wildmix import evaluate, teachers
 
 
 class Members:
@@ -43,9 +41,7 @@ class Members:
     before the next)."""
 
     def __init__(self, names: list[str]):
-        self.run = {n: peers.method(n) if n in peers.NAMES else
-                    Enhancer.from_checkpoint(n, device="cpu", atten_lim_db=math.inf).enhance
-                    for n in names}
+        self.run = {n: teachers.estimator(n) for n in names}
         self.key, self.outputs = None, {}
 
     def __call__(self, x: np.ndarray, rate: int) -> dict[str, np.ndarray]:
@@ -80,19 +76,6 @@ def identity(members: Members, files: list[Path]) -> dict[str, float]:
     return {n: float(np.median(v)) for n, v in scores.items()}
 
 
-def situations(names: list[str], out: Path, library: Path, real: Path) -> dict:
-    """name -> (paired test folder, rendered set or corpus with the voices' manifest)."""
-    found = {}
-    for name in names:
-        if name == "real":
-            found[name] = (bench_adapt.build_real(real, out / "real-situation") / "test", real)
-        else:
-            rendered = library / bench_adapt.LIBRARY_SITUATIONS[name]
-            found[name] = (bench_adapt.build_library(rendered, out / f"{name}-situation")
-                           / "test", rendered)
-    return found
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--situations", nargs="+", default=["library-valid", "library-test",
@@ -110,12 +93,13 @@ def main(argv=None) -> None:
     names = [*teachers.ENSEMBLE, "default"]
     members = Members(names)
     sets = {"(4 peers)": list(teachers.ENSEMBLE), "(4 peers + v5)": names}
-    found = situations(args.situations, Path(args.out), Path(args.library),
-                       Path(args.real_data))
+    found = {n: bench_adapt.teacher_situation(n, Path(args.out), Path(args.library),
+                                      Path(args.real_data)) for n in args.situations}
     print(f"temperatures {', '.join(f'{t:g}' for t in args.temperatures)} dB; "
           f"the default: {teachers.CONSENSUS_DB:g} dB, blocks of "
           f"{teachers.CONSENSUS_SECONDS:g} s")
-    for name, (test, manifest) in found.items():
+    for name, (folder, manifest) in found.items():
+        test = folder / "test"
         results = evaluate.evaluate(test, {"noisy": evaluate.BASELINES["noisy"],
                                            **methods(members, sets, args.temperatures)},
                                     limit=args.limit, keep_outputs=0, progress=False)
@@ -124,8 +108,8 @@ def main(argv=None) -> None:
         print(f"\n## {name}: {test}\n\n{results.table()}\n")
         bench_quality.per_voice_ci(manifest, report)
     rows = {"the check's speech": teachers.speech_files()}
-    for name, (test, _) in found.items():
-        rows[f"{name} clean references"] = sorted((test / "clean").glob("*.wav"))[
+    for name, (folder, _) in found.items():
+        rows[f"{name} clean references"] = sorted((folder / "test" / "clean").glob("*.wav"))[
             :args.identity_files]
     print("\nHow much each teacher changes clean speech: SI-SNR (dB) of its output against "
           "its clean input, median\n")

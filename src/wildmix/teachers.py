@@ -94,7 +94,7 @@ def check(names: list[str]) -> None:
             models.load_checkpoint(name)
 
 
-def _estimator(name: str):
+def estimator(name: str):
     """``(x (T,), sample_rate) -> (T,)``: the teacher's speech estimate, no attenuation
     limit (a model's own output 0)."""
     if name in peers.NAMES:
@@ -112,7 +112,7 @@ def _init_worker(names: list[str]) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _WORKER["estimators"] = [_estimator(n) for n in names]
+    _WORKER["estimators"] = [estimator(n) for n in names]
 
 
 def _estimate_file(src: str, dst: str) -> None:
@@ -135,13 +135,12 @@ def _estimate_file(src: str, dst: str) -> None:
 def agreement(estimates: np.ndarray) -> np.ndarray:
     """``(K,)``: the SI-SNR (dB) of each of ``estimates (K, T)`` (K >= 2) against the mean of
     the others: how well each member agrees with the rest of the ensemble."""
-    e = np.asarray(estimates, np.float64)
-    e = e - e.mean(1, keepdims=True)
-    others = (e.sum(0) - e) / (len(e) - 1)
-    alpha = np.sum(e * others, 1) / (np.sum(others ** 2, 1) + 1e-12)
-    target = alpha[:, None] * others
-    return 10 * np.log10((np.sum(target ** 2, 1) + 1e-12) /
-                         (np.sum((e - target) ** 2, 1) + 1e-12))
+    import torch
+
+    from wildmix.losses import sisnr
+
+    e = torch.from_numpy(np.asarray(estimates, np.float64))
+    return sisnr(e, (e.sum(0) - e) / (len(e) - 1)).numpy()
 
 
 def combine(estimates, rate: int, temperature_db: float = CONSENSUS_DB,
@@ -337,7 +336,7 @@ def _check(config, index, names: list[str], speech: list, start: str, workers: i
         if not held:
             raise wdata.DataError(f"{len(index.clips)} recordings are too few to hold any "
                                   "back (10 or more)")
-        check_set(held, config.check, _estimator(start), speech, config.seed)
+        check_set(held, config.check, estimator(start), speech, config.seed)
     except wdata.DataError as e:
         log.warning("no label-free check: %s; the teacher stays fixed and the last weights "
                     "are kept", e)
